@@ -1,0 +1,32 @@
+# The two commands: `make demo` (quickstart on a local store) and `make test` (every test).
+# Both install what they need: Python tools go into .venv/ at the repo root.
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CARGO ?= cargo
+
+.PHONY: demo test test-rust test-python venv develop bench clean lint
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" numpy pandas
+
+venv: $(VPY)
+
+demo:
+	$(CARGO) run --quiet --release --example quickstart
+
+test: test-rust
+
+test-rust:
+	$(CARGO) build --release --all-targets
+	$(CARGO) test --release --workspace --exclude memotag-python
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	rm -rf target $(VENV) demo.memo demo.memo-* demo.memo.blobs

@@ -1,0 +1,181 @@
+//! Call identity and the rules for binding a call to a function version: pure, no SQL.
+//!
+//! A call is identified by its function tag and the inputs whose values differ from their
+//! defaults, so an input added later (with a default) never changes the identity of older calls,
+//! and a stale client that does not know an input computes the same id as a current one.
+
+use std::fmt;
+
+use crate::error::CallError;
+use crate::schema::{Function, FunctionTag, InputTag};
+use crate::value::{EncodedValue, ValueId};
+
+/// The identity of a call: blake3 over the function tag and, in input-tag order, the
+/// (input tag, value id) pairs of every input whose value is not its default; 128 bits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub [u8; 16]);
+
+impl CallId {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<CallId> {
+        let bytes = hex::decode(s).ok()?;
+        Some(CallId(bytes.try_into().ok()?))
+    }
+
+    /// Computes the id from the function tag and the non-default inputs, in any order.
+    pub fn compute(function: FunctionTag, non_default: &mut [(InputTag, ValueId)]) -> CallId {
+        non_default.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"memotag/call/1");
+        hasher.update(function.as_bytes());
+        for (input, value) in non_default.iter() {
+            hasher.update(input.as_bytes());
+            hasher.update(value.as_bytes());
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        CallId(id)
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CallId({})", self.to_hex())
+    }
+}
+
+/// A call checked against its function version, with its id computed: what `lookup` and
+/// `record` take. Inputs the caller did not give are left out; they take their defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundCall {
+    pub function: FunctionTag,
+    pub call_id: CallId,
+    pub inputs: Vec<(InputTag, EncodedValue)>,
+    pub input_ids: Vec<ValueId>,
+}
+
+/// Binds `inputs` (named by tag, from any schema the caller knows) to `function`.
+///
+/// Fails if a tag is not an input of this function, if an input is given twice, or if an input
+/// without a default is missing.
+pub fn bind(
+    function: &Function,
+    function_name: &str,
+    inputs: Vec<(InputTag, EncodedValue)>,
+) -> Result<BoundCall, CallError> {
+    let mut input_ids = Vec::with_capacity(inputs.len());
+    let mut non_default = Vec::with_capacity(inputs.len());
+    for (i, (tag, value)) in inputs.iter().enumerate() {
+        let Some(input) = function.input(*tag) else {
+            return Err(CallError::UnknownInput {
+                function: function_name.to_string(),
+                input: *tag,
+            });
+        };
+        if inputs[..i].iter().any(|(other, _)| other == tag) {
+            return Err(CallError::DuplicateInput {
+                function: function_name.to_string(),
+                input: input.name.clone(),
+            });
+        }
+        let id = value.id();
+        input_ids.push(id);
+        if input.default != Some(id) {
+            non_default.push((*tag, id));
+        }
+    }
+    for input in &function.inputs {
+        if input.default.is_none() && !inputs.iter().any(|(tag, _)| *tag == input.tag) {
+            return Err(CallError::MissingInput {
+                function: function_name.to_string(),
+                input: input.name.clone(),
+            });
+        }
+    }
+    let call_id = CallId::compute(function.tag, &mut non_default);
+    Ok(BoundCall {
+        function: function.tag,
+        call_id,
+        inputs,
+        input_ids,
+    })
+}
+
+/// What `record` did with a result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// A new result, with its sequence number.
+    Inserted { seq: i64 },
+    /// The same result (same call, code and outputs) was already there: nothing changed.
+    AlreadyRecorded { seq: i64 },
+    /// The same call and code were recorded earlier with other outputs; those stay canonical and
+    /// these were kept in the conflicts table.
+    Conflict { seq: i64, canonical: Vec<ValueId> },
+    /// Inside a batch: kept in memory until the batch commits.
+    Buffered,
+}
+
+/// A recorded result found by `lookup`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub seq: i64,
+    pub code: i64,
+    pub output_ids: Vec<ValueId>,
+    pub outputs: Vec<EncodedValue>,
+}
+
+/// One recorded result, as queries return it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultRow {
+    pub function: FunctionTag,
+    pub seq: i64,
+    pub call_id: CallId,
+    pub code: i64,
+    /// Every input the function version has, by tag, with its value id (defaults filled in).
+    pub inputs: Vec<(InputTag, ValueId)>,
+    pub outputs: Vec<ValueId>,
+    pub client: String,
+    pub time_ms: i64,
+}
+
+/// A result that was recorded again with other outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConflictRow {
+    pub function: FunctionTag,
+    pub call_id: CallId,
+    pub code: i64,
+    pub outputs: Vec<ValueId>,
+    pub client: String,
+    pub time_ms: i64,
+}
+
+/// Output value ids packed as stored in a memo row: 16 bytes each, in output order.
+pub fn pack_ids(ids: &[ValueId]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(ids.len() * 16);
+    for id in ids {
+        packed.extend_from_slice(id.as_bytes());
+    }
+    packed
+}
+
+/// The inverse of [`pack_ids`]; `None` if the length is not a multiple of 16.
+pub fn unpack_ids(packed: &[u8]) -> Option<Vec<ValueId>> {
+    if packed.len() % 16 != 0 {
+        return None;
+    }
+    Some(
+        packed
+            .chunks_exact(16)
+            .map(|c| ValueId(c.try_into().expect("chunks of 16")))
+            .collect(),
+    )
+}

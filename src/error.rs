@@ -1,0 +1,193 @@
+//! Error enums, one per operation family, each converting into the top-level [`Error`].
+//!
+//! A caller of `Store::open` matches on [`OpenError`], a caller of a schema change on
+//! [`SchemaError`], a caller of `record`/`lookup` on [`CallError`]. Everything below SQL that can go
+//! wrong at any time (I/O, a busy database after all retries, corruption) is a [`StorageError`].
+
+use std::path::PathBuf;
+
+use crate::schema::{FamilyTag, FunctionTag, InputTag};
+use crate::value::{ValueError, ValueId};
+
+/// The database could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the store stayed locked by other writers for {waited_ms} ms; try again")]
+    Busy { waited_ms: u64 },
+    #[error("the store is corrupt: {0}")]
+    Corrupt(String),
+    #[error("this store is open read-only{reason}", reason = reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    ReadOnly { reason: Option<String> },
+    #[error("value {id} is stored as a file but the file {path} is missing")]
+    MissingBlob { id: ValueId, path: PathBuf },
+    #[error("value file {path} does not match its id {id}: it was modified or damaged")]
+    CorruptBlob { id: ValueId, path: PathBuf },
+}
+
+impl StorageError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Opening a store failed; the file was left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path} is not a memotag store: {reason}")]
+    NotAStore { path: PathBuf, reason: String },
+    #[error("{path} is a truncated memotag store: its header says {expected} bytes but the file has {actual}")]
+    Truncated {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{path} does not exist (a read-only open never creates a store)")]
+    NotFound { path: PathBuf },
+    #[error("{path} is format generation {found}, newer than this memotag reads (up to {supported}); upgrade memotag")]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path} is a {store} store, but it was asked to be opened in {requested} mode; the mode is a property of the store (switch it explicitly with `memotag set-mode`)")]
+    ModeMismatch {
+        path: PathBuf,
+        store: crate::storage::Mode,
+        requested: crate::storage::Mode,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpenError::Storage(StorageError::Sqlite(e))
+    }
+}
+
+/// A schema change was rejected (and changed nothing), or could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("the name `{name}` is already taken by another function (family {family})")]
+    NameTaken { name: String, family: FamilyTag },
+    #[error("function `{function}` already has an input named `{name}`")]
+    InputNameTaken { function: String, name: String },
+    #[error("the {what} name `{name}` appears twice in `{function}`")]
+    DuplicateName {
+        what: &'static str,
+        name: String,
+        function: String,
+    },
+    #[error("no function has the tag {0}")]
+    UnknownFunction(FunctionTag),
+    #[error("no function family has the tag {0}")]
+    UnknownFamily(FamilyTag),
+    #[error("no input has the tag {0}")]
+    UnknownInput(InputTag),
+    #[error("no function is called `{0}`")]
+    NoSuchFunction(String),
+    #[error("function `{function}` has no version {version}")]
+    NoSuchVersion { function: String, version: u32 },
+    #[error("function `{function}` has no input called `{input}`")]
+    NoSuchInput { function: String, input: String },
+    #[error("input `{input}` of `{function}` needs a default: inputs added after a function was created must have one, so that older calls stay valid")]
+    MissingDefault { function: String, input: String },
+    #[error("input `{input}` of `{function}` already has default {existing}, not {requested}: defaults never change; create a new version instead")]
+    DefaultChanged {
+        function: String,
+        input: String,
+        existing: ValueId,
+        requested: ValueId,
+    },
+    #[error("`{name}` version {version} already exists with another interface: {reason}; use another version number for the new interface")]
+    ConflictingInterface {
+        name: String,
+        version: u32,
+        reason: String,
+    },
+    #[error("`{name}` was renamed to `{now}`; use `{now}`, or ask explicitly for a new function under the freed name")]
+    FormerName {
+        name: String,
+        now: String,
+        family: FamilyTag,
+    },
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("`{name}`: versions start at 1")]
+    InvalidVersion { name: String },
+    #[error("`{name}` must have at least one output")]
+    NoOutputs { name: String },
+    #[error("schema log entry {seq} is inconsistent: {reason}")]
+    CorruptLog { seq: u64, reason: String },
+    #[error("invalid default value: {0}")]
+    Value(#[from] ValueError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<rusqlite::Error> for SchemaError {
+    fn from(e: rusqlite::Error) -> Self {
+        SchemaError::Storage(StorageError::Sqlite(e))
+    }
+}
+
+/// Recording or looking up a call failed (and recorded nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no function has the tag {0}")]
+    UnknownFunction(FunctionTag),
+    #[error("function `{function}` has no input with tag {input}")]
+    UnknownInput { function: String, input: InputTag },
+    #[error("function `{function}` has no input called `{input}`")]
+    NoSuchInput { function: String, input: String },
+    #[error("input `{input}` of `{function}` has no default, so every call must give it a value")]
+    MissingInput { function: String, input: String },
+    #[error("input `{input}` of `{function}` is given twice")]
+    DuplicateInput { function: String, input: String },
+    #[error("`{function}` has {expected} outputs ({names}), but {given} values were given")]
+    OutputCount {
+        function: String,
+        expected: usize,
+        given: usize,
+        names: String,
+    },
+    #[error("value {0} is not in the store")]
+    MissingValue(ValueId),
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<rusqlite::Error> for CallError {
+    fn from(e: rusqlite::Error) -> Self {
+        CallError::Storage(StorageError::Sqlite(e))
+    }
+}
+
+/// Any memotag error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
