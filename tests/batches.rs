@@ -1,0 +1,134 @@
+//! Batches: buffered results are visible through the same handle, committed together, and a
+//! crash inside a batch loses only what the batch had not committed.
+
+mod common;
+
+use common::{decode, finish, int, role, spawn_child};
+use memotag::{FunctionSpec, InputSpec, OpenOptions, RecordOutcome, Store, Value};
+
+const TEST: &str = "a_crash_inside_a_batch_loses_only_that_batch";
+
+#[test]
+fn a_lookup_inside_the_batch_sees_its_results_and_others_see_them_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.memo");
+    let store = Store::open(&path).unwrap();
+    let other = Store::open(&path).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+        .unwrap();
+    let x = f.inputs[0].tag;
+    store.begin_batch();
+    for i in 0..10 {
+        let call = store.bind(f.tag, vec![(x, int(i))]).unwrap();
+        assert_eq!(
+            store.record(&call, vec![int(i + 1)]).unwrap(),
+            RecordOutcome::Buffered
+        );
+        let hit = store
+            .lookup(&call)
+            .unwrap()
+            .expect("visible inside the batch");
+        assert_eq!(decode(&hit.outputs[0]), Value::Int(i + 1));
+        assert!(
+            other.lookup(&call).unwrap().is_none(),
+            "not visible to others before commit"
+        );
+    }
+    let outcomes = store.commit_batch().unwrap();
+    assert_eq!(outcomes.len(), 10);
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, RecordOutcome::Inserted { .. })));
+    let call = other.bind(f.tag, vec![(x, int(3))]).unwrap();
+    assert_eq!(
+        decode(&other.lookup(&call).unwrap().unwrap().outputs[0]),
+        Value::Int(4)
+    );
+}
+
+#[test]
+fn a_batch_commits_every_n_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.memo");
+    let store = OpenOptions::new().batch_size(100).open(&path).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+        .unwrap();
+    store.begin_batch();
+    for i in 0..250 {
+        let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(i))]).unwrap();
+        store.record(&call, vec![int(i)]).unwrap();
+    }
+    let other = Store::open(&path).unwrap();
+    assert_eq!(other.count_results(f.tag).unwrap(), 200);
+    store.abort_batch();
+    assert_eq!(other.count_results(f.tag).unwrap(), 200);
+}
+
+#[test]
+fn the_closure_form_commits_on_ok_and_drops_on_err() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("c.memo")).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+        .unwrap();
+    let x = f.inputs[0].tag;
+    store
+        .batch(|s| {
+            let call = s.bind(f.tag, vec![(x, int(1))])?;
+            s.record(&call, vec![int(1)])
+        })
+        .unwrap();
+    let failed: Result<(), memotag::CallError> = store.batch(|s| {
+        let call = s.bind(f.tag, vec![(x, int(2))])?;
+        s.record(&call, vec![int(2)])?;
+        Err(memotag::CallError::MissingValue(int(0).id()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(store.count_results(f.tag).unwrap(), 1);
+}
+
+#[test]
+fn a_crash_inside_a_batch_loses_only_that_batch() {
+    if role().as_deref() == Some("batcher") {
+        let path = std::env::var("STORE").unwrap();
+        let store = OpenOptions::new().batch_size(1_000).open(&path).unwrap();
+        let f = store.function("f", 1).unwrap();
+        let x = f.inputs[0].tag;
+        store.begin_batch();
+        for i in 0..300 {
+            let call = store.bind(f.tag, vec![(x, int(i))]).unwrap();
+            store.record(&call, vec![int(i)]).unwrap();
+        }
+        store.commit_batch().unwrap();
+        println!("OUT committed");
+        store.begin_batch();
+        for i in 300..600 {
+            let call = store.bind(f.tag, vec![(x, int(i))]).unwrap();
+            store.record(&call, vec![int(i)]).unwrap();
+        }
+        println!("OUT crashing");
+        std::process::abort();
+    }
+    if role().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.memo");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+            .unwrap();
+    }
+    let child = spawn_child(TEST, "batcher", &[("STORE", path.display().to_string())]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the child crashed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OUT crashing"));
+    let store = Store::open(&path).unwrap();
+    let f = store.function("f", 1).unwrap();
+    assert_eq!(store.count_results(f.tag).unwrap(), 300);
+    assert_eq!(store.integrity_check().unwrap(), vec!["ok"]);
+    let _ = finish;
+}
