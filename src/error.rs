@@ -131,6 +131,12 @@ pub enum SchemaError {
     InvalidVersion { name: String },
     #[error("`{name}` must have at least one output")]
     NoOutputs { name: String },
+    #[error("`{function}` version {version} does not fit this code: {reason}; give the code a new `version=`")]
+    IncompatibleSignature {
+        function: String,
+        version: u32,
+        reason: String,
+    },
     #[error("schema log entry {seq} is inconsistent: {reason}")]
     CorruptLog { seq: u64, reason: String },
     #[error("invalid default value: {0}")]

@@ -47,7 +47,7 @@ pub use calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
 pub use error::{CallError, Error, OpenError, SchemaError, StorageError};
 pub use schema::{
     Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, Input, InputSpec, InputTag,
-    LoggedChange, NameSpan, Resolution, SchemaChange,
+    Interface, LoggedChange, NameSpan, Notice, Parameter, Resolution, SchemaChange,
 };
 pub use storage::catalog::LogEntry;
 pub use storage::{Mode, FORMAT_GENERATION};

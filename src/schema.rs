@@ -916,3 +916,167 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
         reason,
     })
 }
+
+/// One parameter of a function as the code declares it (e.g. a Python signature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parameter {
+    pub name: String,
+    pub default: Option<EncodedValue>,
+}
+
+/// What the code declares: a function name, an explicit version, parameters and outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub version: u32,
+    pub parameters: Vec<Parameter>,
+    pub outputs: Vec<String>,
+    /// Create a new family under a freed name instead of binding to the renamed one.
+    pub new_family: bool,
+}
+
+/// Something worth telling the user when code binds to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The code's function name is a former name of a family.
+    FunctionRenamed { from: String, to: String },
+    /// A parameter name is a former name of an input.
+    InputRenamed { from: String, to: String },
+    /// An input the code does not have; its calls take the default.
+    InputNotInCode { name: String },
+}
+
+/// How code binds to the store: the changes to make first, then which input each parameter is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfacePlan {
+    /// Schema changes to apply, in order (creating the function or version, adding inputs).
+    pub changes: Vec<SchemaChange>,
+    pub notices: Vec<Notice>,
+}
+
+impl Catalog {
+    /// Compares code's interface with the store and decides how to bind it: the schema changes
+    /// needed (create the function or version, add parameters that have defaults), and what to
+    /// warn about. Fails with [`SchemaError::IncompatibleSignature`] where the code cannot bind
+    /// to the version it names: a new parameter without a default, a changed or dropped default,
+    /// other outputs, or a required input the code lacks.
+    pub fn plan_interface(&self, code: &Interface) -> Result<InterfacePlan, SchemaError> {
+        let mut notices = Vec::new();
+        let family = match self.resolve_family(&code.name) {
+            Some(Resolution::Current(f)) => Some(f),
+            Some(Resolution::Renamed { .. }) if code.new_family => None,
+            Some(Resolution::Renamed { from, to, target }) => {
+                notices.push(Notice::FunctionRenamed { from, to });
+                Some(target)
+            }
+            None => None,
+        };
+        let create = |name: &str| FunctionSpec {
+            name: name.to_string(),
+            version: code.version,
+            inputs: code
+                .parameters
+                .iter()
+                .map(|p| InputSpec {
+                    name: p.name.clone(),
+                    default: p.default.clone(),
+                })
+                .collect(),
+            outputs: code.outputs.clone(),
+            new_family: code.new_family,
+        };
+        let Some(family) = family else {
+            return Ok(InterfacePlan {
+                changes: vec![SchemaChange::CreateFunction(create(&code.name))],
+                notices,
+            });
+        };
+        let Some(function) = family
+            .versions
+            .get(&code.version)
+            .and_then(|t| self.function(*t))
+        else {
+            return Ok(InterfacePlan {
+                changes: vec![SchemaChange::CreateFunction(create(&family.name))],
+                notices,
+            });
+        };
+        let incompatible = |reason: String| SchemaError::IncompatibleSignature {
+            function: family.name.clone(),
+            version: code.version,
+            reason,
+        };
+        if function.outputs != code.outputs {
+            return Err(incompatible(format!(
+                "the store has outputs {:?}, the code {:?}",
+                function.outputs, code.outputs
+            )));
+        }
+        let mut changes = Vec::new();
+        let mut bound = Vec::new();
+        for p in &code.parameters {
+            match self.resolve_input(function, &p.name) {
+                Some(resolution) => {
+                    let input = resolution.target();
+                    if bound.contains(&input.tag) {
+                        return Err(incompatible(format!(
+                            "parameters `{}` and `{}` are the same input (one is its former name)",
+                            p.name, input.name
+                        )));
+                    }
+                    if let Resolution::Renamed { from, to, .. } = &resolution {
+                        notices.push(Notice::InputRenamed {
+                            from: from.clone(),
+                            to: to.clone(),
+                        });
+                    }
+                    bound.push(input.tag);
+                    let code_default = p.default.as_ref().map(EncodedValue::id);
+                    match (input.default, code_default) {
+                        (Some(have), Some(want)) if have != want => {
+                            return Err(incompatible(format!(
+                                "parameter `{}` changed its default; defaults never change within a version",
+                                p.name
+                            )));
+                        }
+                        (Some(_), None) => {
+                            return Err(incompatible(format!(
+                                "parameter `{}` dropped its default; calls recorded without it would change meaning",
+                                p.name
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+                None => match &p.default {
+                    Some(default) => changes.push(SchemaChange::AddInput {
+                        function: function.tag,
+                        name: p.name.clone(),
+                        default: Some(default.clone()),
+                    }),
+                    None => {
+                        return Err(incompatible(format!(
+                            "new parameter `{}` has no default, so earlier results cannot stand for it",
+                            p.name
+                        )));
+                    }
+                },
+            }
+        }
+        for input in &function.inputs {
+            if bound.contains(&input.tag) {
+                continue;
+            }
+            if input.default.is_none() {
+                return Err(incompatible(format!(
+                    "the store's input `{}` has no default and the code has no such parameter",
+                    input.name
+                )));
+            }
+            notices.push(Notice::InputNotInCode {
+                name: input.name.clone(),
+            });
+        }
+        Ok(InterfacePlan { changes, notices })
+    }
+}

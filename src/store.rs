@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::calls::{self, BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
 use crate::error::{CallError, OpenError, SchemaError, StorageError};
 use crate::schema::{
-    Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, InputTag, Plan, Resolution,
-    SchemaChange,
+    Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, InputTag, Interface, Notice,
+    Plan, Resolution, SchemaChange,
 };
 use crate::storage::catalog::LogEntry;
 use crate::storage::memo::{self, BlobSink};
@@ -296,6 +296,48 @@ impl Store {
                     version,
                 })
         })?
+    }
+
+    /// Binds code's interface to the store, as a decorator does at definition time: creates the
+    /// function or version if needed, adds new parameters that have defaults as inputs, and
+    /// returns the function version, the input tag of each parameter (in order) and notices
+    /// (renames, inputs the code lacks). Fails with `IncompatibleSignature` where the code
+    /// cannot bind to the version it names.
+    pub fn bind_interface(
+        &self,
+        interface: &Interface,
+    ) -> Result<(Function, Vec<InputTag>, Vec<Notice>), SchemaError> {
+        let mut s = self.session.lock();
+        s.catch_up()?;
+        let plan = s.catalog.plan_interface(interface)?;
+        for change in &plan.changes {
+            s.apply(change)?;
+        }
+        let family = s
+            .catalog
+            .resolve_family(&interface.name)
+            .map(|r| r.into_target().tag)
+            .ok_or_else(|| SchemaError::NoSuchFunction(interface.name.clone()))?;
+        let catalog = &s.catalog;
+        let function = catalog
+            .family(family)
+            .and_then(|f| f.versions.get(&interface.version))
+            .and_then(|t| catalog.function(*t))
+            .ok_or_else(|| SchemaError::NoSuchFunction(interface.name.clone()))?;
+        let tags = interface
+            .parameters
+            .iter()
+            .map(|p| {
+                catalog
+                    .resolve_input(function, &p.name)
+                    .map(|r| r.into_target().tag)
+                    .ok_or_else(|| SchemaError::NoSuchInput {
+                        function: interface.name.clone(),
+                        input: p.name.clone(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((function.clone(), tags, plan.notices))
     }
 
     /// Schema log entries after `since`.

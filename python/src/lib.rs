@@ -1,1 +1,894 @@
+//! `memotag._memotag`: the Python binding of the memotag core. Conversions, error mapping and the
+//! hot path of a decorated call (binding, encoding, hashing, lookup, decoding); every store rule
+//! lives in the core crate.
 
+mod convert;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memotag::{
+    CallError, Error, FunctionTag, InputTag, Interface, Mode, Notice, OpenError, OpenOptions,
+    Parameter, RecordOutcome, SchemaError, StorageError, Store,
+};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+
+/// Bumped in a forked child (via `os.register_at_fork`): every store reopens its connection.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+#[pyfunction]
+fn _after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+static ERRORS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A class from `memotag._errors` (exceptions and warnings are defined in Python).
+fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    let module = ERRORS.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("memotag._errors")?.into_any().unbind())
+    })?;
+    Ok(module.bind(py).getattr(name)?.cast_into::<PyType>()?)
+}
+
+fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
+    match error_class(py, class) {
+        Ok(cls) => PyErr::from_type(cls, message),
+        Err(e) => e,
+    }
+}
+
+fn warn(py: Python<'_>, class: &str, message: &str) -> PyResult<()> {
+    let cls = error_class(py, class)?;
+    PyErr::warn(
+        py,
+        &cls,
+        &std::ffi::CString::new(message).unwrap_or_default(),
+        2,
+    )
+}
+
+fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
+    match e {
+        StorageError::ReadOnly { .. } => raise(py, "ReadOnlyStore", e.to_string()),
+        StorageError::Busy { .. } => raise(py, "StoreLocked", e.to_string()),
+        _ => raise(py, "MemotagError", e.to_string()),
+    }
+}
+
+fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
+    match &e {
+        OpenError::NotAStore { .. } | OpenError::Truncated { .. } => {
+            raise(py, "NotAStore", e.to_string())
+        }
+        OpenError::NotFound { .. } => raise(py, "NotAStore", e.to_string()),
+        OpenError::NewerFormat { .. } => raise(py, "VersionError", e.to_string()),
+        OpenError::ModeMismatch { .. } => raise(py, "MemotagError", e.to_string()),
+        OpenError::Storage(s) => storage_error(py, s),
+    }
+}
+
+fn schema_error(py: Python<'_>, e: SchemaError) -> PyErr {
+    match &e {
+        SchemaError::IncompatibleSignature { .. } => {
+            raise(py, "IncompatibleSignature", e.to_string())
+        }
+        SchemaError::Storage(s) => storage_error(py, s),
+        SchemaError::NoSuchFunction(_)
+        | SchemaError::NoSuchVersion { .. }
+        | SchemaError::NoSuchInput { .. } => raise(py, "MemotagError", e.to_string()),
+        _ => raise(py, "SchemaConflict", e.to_string()),
+    }
+}
+
+fn call_error(py: Python<'_>, e: CallError) -> PyErr {
+    match &e {
+        CallError::Storage(s) => storage_error(py, s),
+        _ => raise(py, "MemotagError", e.to_string()),
+    }
+}
+
+#[allow(dead_code)]
+fn any_error(py: Python<'_>, e: Error) -> PyErr {
+    match e {
+        Error::Open(e) => open_error(py, e),
+        Error::Schema(e) => schema_error(py, e),
+        Error::Call(e) => call_error(py, e),
+        Error::Storage(e) => storage_error(py, &e),
+    }
+}
+
+// ---- the store -------------------------------------------------------------------------------
+
+/// An open memotag store.
+#[pyclass(module = "memotag._memotag", name = "Store", subclass, frozen)]
+pub struct PyStore {
+    path: String,
+    options: OpenOptions,
+    state: Mutex<StoreState>,
+}
+
+struct StoreState {
+    store: Option<Arc<Store>>,
+    generation: u64,
+}
+
+impl PyStore {
+    /// The open store, reopened after a fork (the parent's connection is never used or closed
+    /// in the child: closing it could checkpoint or delete a WAL the parent is using).
+    fn store(&self, py: Python<'_>) -> PyResult<Arc<Store>> {
+        let mut state = self.state.lock();
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        if state.generation != generation {
+            if let Some(inherited) = state.store.take() {
+                std::mem::forget(inherited);
+                let reopened = self
+                    .options
+                    .open(&self.path)
+                    .map_err(|e| open_error(py, e))?;
+                state.store = Some(Arc::new(reopened));
+            }
+            state.generation = generation;
+        }
+        state.store.clone().ok_or_else(|| {
+            raise(
+                py,
+                "MemotagError",
+                format!("the store {} is closed", self.path),
+            )
+        })
+    }
+}
+
+fn parse_mode(py: Python<'_>, mode: &str) -> PyResult<Option<Mode>> {
+    match mode {
+        "auto" => Ok(None),
+        other => other
+            .parse::<Mode>()
+            .map(Some)
+            .map_err(|e| raise(py, "MemotagError", e)),
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    #[pyo3(signature = (path, mode = "auto", policy = "exact", verify_source_hash = true, readonly = false))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        mode: &str,
+        policy: &str,
+        verify_source_hash: bool,
+        readonly: bool,
+    ) -> PyResult<Self> {
+        if !matches!(policy, "exact" | "semver-patch" | "newer-ok" | "any") {
+            return Err(PyValueError::new_err(format!(
+                "unknown policy {policy:?}: expected 'exact', 'semver-patch', 'newer-ok' or 'any'"
+            )));
+        }
+        let _ = verify_source_hash;
+        let mut options = OpenOptions::new().read_only(readonly);
+        if let Some(mode) = parse_mode(py, mode)? {
+            options = options.mode(mode);
+        }
+        let path_str = path.to_string_lossy().into_owned();
+        let store = py
+            .detach(|| options.open(&path))
+            .map_err(|e| open_error(py, e))?;
+        Ok(PyStore {
+            path: path_str,
+            options,
+            state: Mutex::new(StoreState {
+                store: Some(Arc::new(store)),
+                generation: FORK_GENERATION.load(Ordering::Relaxed),
+            }),
+        })
+    }
+
+    /// The path of the store file.
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `"local"` or `"shared"`.
+    #[getter]
+    fn mode(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.store(py)?.mode().as_str())
+    }
+
+    #[getter]
+    fn readonly(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.store(py)?.is_read_only())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.state.lock().store.is_none()
+    }
+
+    /// Closes the connection; a batch in progress is dropped.
+    fn close(&self) {
+        self.state.lock().store = None;
+    }
+
+    /// Binds a Python function to the store and returns its memoized form. `params`: one
+    /// `(name, has_default, default, ignored)` per parameter, in order.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (func, name, version, params, outputs, new))]
+    fn _memo(
+        slf: &Bound<'_, Self>,
+        func: Py<PyAny>,
+        name: String,
+        version: u32,
+        params: Vec<(String, bool, Py<PyAny>, bool)>,
+        outputs: Vec<String>,
+        new: bool,
+    ) -> PyResult<Memo> {
+        let py = slf.py();
+        let store = slf.get().store(py)?;
+        let mut parameters = Vec::new();
+        let mut plan = Vec::new();
+        for (pname, has_default, default, ignored) in params {
+            let encoded = if has_default {
+                Some(convert::encode(default.bind(py))?)
+            } else {
+                None
+            };
+            if !ignored {
+                parameters.push(Parameter {
+                    name: pname.clone(),
+                    default: encoded.clone(),
+                });
+            }
+            plan.push(PlannedParam {
+                name: pname,
+                tag: None,
+                default: has_default.then_some(default),
+                encoded,
+                ignored,
+                omit_default: false,
+            });
+        }
+        let interface = Interface {
+            name: name.clone(),
+            version,
+            parameters,
+            outputs: outputs.clone(),
+            new_family: new,
+        };
+        let (function, tags, notices) = py
+            .detach(|| store.bind_interface(&interface))
+            .map_err(|e| schema_error(py, e))?;
+        for notice in notices {
+            match notice {
+                Notice::FunctionRenamed { from, to } => warn(
+                    py,
+                    "RenamedWarning",
+                    &format!("function `{from}` was renamed to `{to}`; this code binds to it (rename it in the code too)"),
+                )?,
+                Notice::InputRenamed { from, to } => warn(
+                    py,
+                    "RenamedWarning",
+                    &format!("input `{from}` of `{name}` was renamed to `{to}`; this code binds to it"),
+                )?,
+                Notice::InputNotInCode { .. } => {}
+            }
+        }
+        let mut tags = tags.into_iter();
+        for p in plan.iter_mut().filter(|p| !p.ignored) {
+            let tag = tags.next().expect("one tag per bound parameter");
+            let store_default = function.input(tag).and_then(|i| i.default);
+            p.omit_default =
+                p.encoded.as_ref().map(|e| e.id()) == store_default && store_default.is_some();
+            p.tag = Some(tag);
+        }
+        let family_name = store
+            .with_catalog(|c| c.function_name(function.tag).map(str::to_string))
+            .map_err(|e| schema_error(py, e))?
+            .unwrap_or(name);
+        Ok(Memo {
+            store: slf.clone().unbind(),
+            func,
+            params: plan,
+            function: function.tag,
+            name: family_name,
+            version: function.version,
+            outputs: function.outputs.clone(),
+        })
+    }
+
+    fn begin_batch(&self, py: Python<'_>) -> PyResult<()> {
+        self.store(py)?.begin_batch();
+        Ok(())
+    }
+
+    fn commit_batch(&self, py: Python<'_>) -> PyResult<usize> {
+        let store = self.store(py)?;
+        let outcomes = py
+            .detach(|| store.commit_batch())
+            .map_err(|e| call_error(py, e))?;
+        Ok(outcomes.len())
+    }
+
+    fn abort_batch(&self, py: Python<'_>) -> PyResult<()> {
+        self.store(py)?.abort_batch();
+        Ok(())
+    }
+
+    /// `(name, version, tag, inputs, outputs, n_calls)` per function version.
+    fn _functions(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<Vec<(String, u32, String, Vec<String>, Vec<String>, u64)>> {
+        let store = self.store(py)?;
+        let catalog = store.catalog().map_err(|e| schema_error(py, e))?;
+        let mut out = Vec::new();
+        for family in catalog.families() {
+            for tag in family.versions.values() {
+                let f = catalog.function(*tag).expect("catalog is consistent");
+                let n = store.count_results(f.tag).map_err(|e| call_error(py, e))?;
+                out.push((
+                    family.name.clone(),
+                    f.version,
+                    f.tag.to_string(),
+                    f.inputs.iter().map(|i| i.name.clone()).collect(),
+                    f.outputs.clone(),
+                    n,
+                ));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        Ok(out)
+    }
+
+    /// Results as dicts: call_id, function, version, inputs, outputs, created_at (unix ms),
+    /// client, code.
+    #[pyo3(signature = (name, version = None, r#where = None, limit = None))]
+    fn _calls<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        version: Option<u32>,
+        r#where: Option<Bound<'py, PyDict>>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let store = self.store(py)?;
+        let catalog = store.catalog().map_err(|e| schema_error(py, e))?;
+        let family = catalog
+            .resolve_family(name)
+            .ok_or_else(|| {
+                raise(
+                    py,
+                    "MemotagError",
+                    format!("no function is called `{name}`"),
+                )
+            })?
+            .into_target()
+            .clone();
+        let versions: Vec<FunctionTag> = match version {
+            Some(v) => vec![*family.versions.get(&v).ok_or_else(|| {
+                raise(
+                    py,
+                    "MemotagError",
+                    format!("function `{}` has no version {v}", family.name),
+                )
+            })?],
+            None => family.versions.values().copied().collect(),
+        };
+        let out = PyList::empty(py);
+        let mut cache: std::collections::HashMap<memotag::ValueId, Py<PyAny>> = Default::default();
+        let mut value_of = |id: &memotag::ValueId| -> PyResult<Py<PyAny>> {
+            if let Some(v) = cache.get(id) {
+                return Ok(v.clone_ref(py));
+            }
+            let stored = store.value(id).map_err(|e| call_error(py, e))?;
+            let obj = match stored {
+                Some(v) => convert::decode(py, &v)?,
+                None => py.None(),
+            };
+            cache.insert(*id, obj.clone_ref(py));
+            Ok(obj)
+        };
+        for tag in versions {
+            let f = catalog.function(tag).expect("catalog is consistent");
+            let mut filter = Vec::new();
+            if let Some(w) = &r#where {
+                let mut matched_all = true;
+                for (k, v) in w.iter() {
+                    let key: String = k.extract()?;
+                    match catalog.resolve_input(f, &key) {
+                        Some(r) => filter.push((r.target().tag, convert::encode(&v)?)),
+                        None => matched_all = false,
+                    }
+                }
+                if !matched_all {
+                    continue;
+                }
+            }
+            let rows = store
+                .results(tag, &filter, limit)
+                .map_err(|e| call_error(py, e))?;
+            for row in rows {
+                let d = PyDict::new(py);
+                d.set_item("call_id", row.call_id.to_hex())?;
+                d.set_item("function", &family.name)?;
+                d.set_item("version", f.version)?;
+                let inputs = PyDict::new(py);
+                for (input_tag, id) in &row.inputs {
+                    if let Some(input) = f.input(*input_tag) {
+                        inputs.set_item(&input.name, value_of(id)?)?;
+                    }
+                }
+                d.set_item("inputs", inputs)?;
+                let outputs = PyDict::new(py);
+                for (oname, id) in f.outputs.iter().zip(&row.outputs) {
+                    outputs.set_item(oname, value_of(id)?)?;
+                }
+                d.set_item("outputs", outputs)?;
+                d.set_item("created_at", row.time_ms)?;
+                d.set_item("client", &row.client)?;
+                d.set_item("code", row.code)?;
+                out.append(d)?;
+                if limit.is_some_and(|l| out.len() >= l) {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renames a family (every version).
+    fn rename_function(&self, py: Python<'_>, old: &str, new: &str) -> PyResult<()> {
+        let store = self.store(py)?;
+        let family = match store
+            .resolve_function(old)
+            .map_err(|e| schema_error(py, e))?
+        {
+            Some(r) => r.into_target().tag,
+            None => {
+                return Err(raise(
+                    py,
+                    "MemotagError",
+                    format!("no function is called `{old}`"),
+                ))
+            }
+        };
+        py.detach(|| store.rename_function(family, new))
+            .map_err(|e| schema_error(py, e))
+    }
+
+    /// Renames an input of one version (`None`: the newest).
+    #[pyo3(signature = (function, old, new, version = None))]
+    fn rename_input(
+        &self,
+        py: Python<'_>,
+        function: &str,
+        old: &str,
+        new: &str,
+        version: Option<u32>,
+    ) -> PyResult<()> {
+        let store = self.store(py)?;
+        let input = self.input_tag(py, &store, function, old, version)?;
+        py.detach(|| store.rename_input(input, new))
+            .map_err(|e| schema_error(py, e))
+    }
+
+    /// Adds an input with a default to one version (`None`: the newest).
+    #[pyo3(signature = (function, name, default, version = None))]
+    fn add_input(
+        &self,
+        py: Python<'_>,
+        function: &str,
+        name: &str,
+        default: Bound<'_, PyAny>,
+        version: Option<u32>,
+    ) -> PyResult<()> {
+        let store = self.store(py)?;
+        let tag = self.function_tag(py, &store, function, version)?;
+        let default = convert::encode(&default)?;
+        py.detach(|| store.add_input(tag, name, Some(default)))
+            .map_err(|e| schema_error(py, e))?;
+        Ok(())
+    }
+
+    /// The schema log after `since`: (seq, kind, change as JSON, client, unix ms).
+    #[pyo3(signature = (since = 0))]
+    fn _schema_log(
+        &self,
+        py: Python<'_>,
+        since: u64,
+    ) -> PyResult<Vec<(u64, String, String, String, i64)>> {
+        let store = self.store(py)?;
+        let log = store.schema_log(since).map_err(|e| schema_error(py, e))?;
+        Ok(log
+            .into_iter()
+            .map(|e| {
+                let json = serde_json::to_string(&e.change).unwrap_or_default();
+                (
+                    e.seq,
+                    e.change.kind().to_string(),
+                    json,
+                    e.client,
+                    e.time_ms,
+                )
+            })
+            .collect())
+    }
+
+    /// Conflicts as dicts: function, version, call_id, outputs, client, created_at.
+    #[pyo3(signature = (name = None))]
+    fn _conflicts<'py>(&self, py: Python<'py>, name: Option<&str>) -> PyResult<Bound<'py, PyList>> {
+        let store = self.store(py)?;
+        let catalog = store.catalog().map_err(|e| schema_error(py, e))?;
+        let rows = store.conflicts(None).map_err(|e| call_error(py, e))?;
+        let out = PyList::empty(py);
+        for row in rows {
+            let Some(f) = catalog.function(row.function) else {
+                continue;
+            };
+            let fname = catalog.function_name(f.tag).unwrap_or("?");
+            if let Some(name) = name {
+                let wanted = catalog.resolve_family(name).map(|r| r.target().tag);
+                if wanted != Some(f.family) {
+                    continue;
+                }
+            }
+            let d = PyDict::new(py);
+            d.set_item("function", fname)?;
+            d.set_item("version", f.version)?;
+            d.set_item("call_id", row.call_id.to_hex())?;
+            let outputs = PyDict::new(py);
+            for (oname, id) in f.outputs.iter().zip(&row.outputs) {
+                let v = store.value(id).map_err(|e| call_error(py, e))?;
+                outputs.set_item(
+                    oname,
+                    match v {
+                        Some(v) => convert::decode(py, &v)?,
+                        None => py.None(),
+                    },
+                )?;
+            }
+            d.set_item("outputs", outputs)?;
+            d.set_item("client", row.client)?;
+            d.set_item("created_at", row.time_ms)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// The canonical encoding of a Python object, as (codec, bytes, value id hex). For tests and
+    /// for checking what a value will be stored as.
+    #[staticmethod]
+    fn _encode(obj: Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>, String)> {
+        let v = convert::encode(&obj)?;
+        Ok((
+            v.codec.as_str().to_string(),
+            v.bytes.clone(),
+            v.id().to_hex(),
+        ))
+    }
+
+    /// The inverse of `_encode`.
+    #[staticmethod]
+    fn _decode(py: Python<'_>, codec: &str, data: Vec<u8>) -> PyResult<Py<PyAny>> {
+        let codec: memotag::Codec = codec
+            .parse()
+            .map_err(|e: memotag::value::ValueError| PyValueError::new_err(e.to_string()))?;
+        convert::decode(py, &memotag::EncodedValue { codec, bytes: data })
+    }
+}
+
+impl PyStore {
+    fn function_tag(
+        &self,
+        py: Python<'_>,
+        store: &Store,
+        function: &str,
+        version: Option<u32>,
+    ) -> PyResult<FunctionTag> {
+        let family = store
+            .resolve_function(function)
+            .map_err(|e| schema_error(py, e))?
+            .ok_or_else(|| {
+                raise(
+                    py,
+                    "MemotagError",
+                    format!("no function is called `{function}`"),
+                )
+            })?
+            .into_target();
+        let tag = match version {
+            Some(v) => family.versions.get(&v).copied(),
+            None => family.versions.values().next_back().copied(),
+        };
+        tag.ok_or_else(|| {
+            raise(
+                py,
+                "MemotagError",
+                format!("function `{}` has no version {version:?}", family.name),
+            )
+        })
+    }
+
+    fn input_tag(
+        &self,
+        py: Python<'_>,
+        store: &Store,
+        function: &str,
+        input: &str,
+        version: Option<u32>,
+    ) -> PyResult<InputTag> {
+        let tag = self.function_tag(py, store, function, version)?;
+        let found = store
+            .with_catalog(|c| {
+                let f = c.function(tag)?;
+                c.resolve_input(f, input).map(|r| r.target().tag)
+            })
+            .map_err(|e| schema_error(py, e))?;
+        found.ok_or_else(|| {
+            raise(
+                py,
+                "MemotagError",
+                format!("function `{function}` has no input called `{input}`"),
+            )
+        })
+    }
+}
+
+// ---- memoized functions ----------------------------------------------------------------------
+
+struct PlannedParam {
+    name: String,
+    tag: Option<InputTag>,
+    default: Option<Py<PyAny>>,
+    encoded: Option<memotag::EncodedValue>,
+    ignored: bool,
+    /// The default equals the store's default: a call that leaves it out need not send it.
+    omit_default: bool,
+}
+
+/// A function memoized in a store: calling it returns the recorded result or computes and
+/// records it.
+#[pyclass(module = "memotag._memotag", dict, weakref, frozen)]
+pub struct Memo {
+    store: Py<PyStore>,
+    func: Py<PyAny>,
+    params: Vec<PlannedParam>,
+    function: FunctionTag,
+    name: String,
+    version: u32,
+    outputs: Vec<String>,
+}
+
+impl Memo {
+    /// Binds arguments like Python does, then to input tags: the call the store sees.
+    fn bind_call(
+        &self,
+        py: Python<'_>,
+        store: &Store,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<memotag::BoundCall> {
+        if args.len() > self.params.len() {
+            return Err(PyTypeError::new_err(format!(
+                "{}() takes {} arguments but {} were given",
+                self.name,
+                self.params.len(),
+                args.len()
+            )));
+        }
+        let mut inputs = Vec::with_capacity(self.params.len());
+        let mut used_kwargs = 0;
+        for (i, p) in self.params.iter().enumerate() {
+            let positional = if i < args.len() {
+                Some(args.get_item(i)?)
+            } else {
+                None
+            };
+            let keyword = match kwargs {
+                Some(kw) => kw.get_item(&p.name)?,
+                None => None,
+            };
+            if keyword.is_some() {
+                used_kwargs += 1;
+            }
+            let value = match (positional, keyword) {
+                (Some(_), Some(_)) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{}() got multiple values for argument '{}'",
+                        self.name, p.name
+                    )));
+                }
+                (Some(v), None) | (None, Some(v)) => Some(v),
+                (None, None) => None,
+            };
+            if p.ignored {
+                if value.is_none() && p.default.is_none() {
+                    return Err(missing(&self.name, &p.name));
+                }
+                continue;
+            }
+            let tag = p.tag.expect("bound parameters have tags");
+            match value {
+                Some(v) => inputs.push((tag, convert::encode(&v)?)),
+                None => match &p.encoded {
+                    Some(_) if p.omit_default => {}
+                    Some(encoded) => inputs.push((tag, encoded.clone())),
+                    None => return Err(missing(&self.name, &p.name)),
+                },
+            }
+        }
+        if let Some(kw) = kwargs {
+            if used_kwargs != kw.len() {
+                for key in kw.keys() {
+                    let key: String = key.extract()?;
+                    if !self.params.iter().any(|p| p.name == key) {
+                        return Err(PyTypeError::new_err(format!(
+                            "{}() got an unexpected keyword argument '{key}'",
+                            self.name
+                        )));
+                    }
+                }
+            }
+        }
+        store
+            .bind(self.function, inputs)
+            .map_err(|e| call_error(py, e))
+    }
+
+    fn outputs_to_python(
+        &self,
+        py: Python<'_>,
+        values: &[memotag::EncodedValue],
+    ) -> PyResult<Py<PyAny>> {
+        if self.outputs.len() == 1 {
+            return convert::decode(py, &values[0]);
+        }
+        let items = values
+            .iter()
+            .map(|v| convert::decode(py, v))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(PyTuple::new(py, items)?.into_any().unbind())
+    }
+}
+
+fn missing(function: &str, param: &str) -> PyErr {
+    PyTypeError::new_err(format!("{function}() missing required argument: '{param}'"))
+}
+
+#[pymethods]
+impl Memo {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let store = self.store.get().store(py)?;
+        let call = self.bind_call(py, &store, args, kwargs)?;
+        if let Some(hit) = store.lookup(&call).map_err(|e| call_error(py, e))? {
+            return self.outputs_to_python(py, &hit.outputs);
+        }
+        let result = self.func.bind(py).call(args, kwargs)?;
+        let outputs: Vec<memotag::EncodedValue> = if self.outputs.len() == 1 {
+            vec![convert::encode(&result)?]
+        } else {
+            let items: Vec<Bound<'_, PyAny>> = match result.cast::<PyTuple>() {
+                Ok(t) if t.len() == self.outputs.len() => t.iter().collect(),
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{}() must return a tuple of {} values ({}) for its outputs",
+                        self.name,
+                        self.outputs.len(),
+                        self.outputs.join(", ")
+                    )));
+                }
+            };
+            items.iter().map(convert::encode).collect::<PyResult<_>>()?
+        };
+        let outcome = py
+            .detach(|| store.record(&call, outputs))
+            .map_err(|e| call_error(py, e))?;
+        if let RecordOutcome::Conflict { .. } = outcome {
+            warn(
+                py,
+                "ConflictWarning",
+                &format!(
+                    "{}(): another process recorded different outputs for this call first; returning those (the canonical ones) — is the function deterministic?",
+                    self.name
+                ),
+            )?;
+            if let Some(hit) = store.lookup(&call).map_err(|e| call_error(py, e))? {
+                return self.outputs_to_python(py, &hit.outputs);
+            }
+        }
+        Ok(result.unbind())
+    }
+
+    /// The recorded result; raises `memotag.Miss` if there is none. Never computes.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn lookup(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let store = self.store.get().store(py)?;
+        let call = self.bind_call(py, &store, args, kwargs)?;
+        match store.lookup(&call).map_err(|e| call_error(py, e))? {
+            Some(hit) => self.outputs_to_python(py, &hit.outputs),
+            None => Err(raise(
+                py,
+                "Miss",
+                format!("no recorded result of {}() for these arguments", self.name),
+            )),
+        }
+    }
+
+    /// The call id these arguments map to (hex).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn call_id(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
+        let store = self.store.get().store(py)?;
+        Ok(self.bind_call(py, &store, args, kwargs)?.call_id.to_hex())
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[getter]
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    #[getter]
+    fn tag(&self) -> String {
+        self.function.to_string()
+    }
+
+    #[getter]
+    fn outputs(&self) -> Vec<String> {
+        self.outputs.clone()
+    }
+
+    #[getter]
+    fn store(&self, py: Python<'_>) -> Py<PyStore> {
+        self.store.clone_ref(py)
+    }
+
+    /// Pickled by reference (module + qualified name), like a plain function.
+    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(slf.getattr("__qualname__")?.unbind())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<memoized {} v{} ({})>",
+            self.name, self.version, self.function
+        )
+    }
+}
+
+#[pymodule]
+fn _memotag(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()?;
+    m.add_class::<Memo>()?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

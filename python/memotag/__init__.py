@@ -1,0 +1,250 @@
+"""memotag: a collaborative, SQLite-backed memoization store for notebooks.
+
+Results of expensive calls live in one store file the whole team shares. Renaming a function or
+an argument, adding an argument with a default, or starting a new ``version=`` never loses a
+recorded result::
+
+    import memotag
+
+    store = memotag.Store("team.memo")
+
+    @store.memo
+    def simulate(n, seed=0):
+        ...
+
+    simulate(1000)          # computes and records
+    simulate(1000)          # recorded: returns at once, in any process that opens the store
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import inspect
+import json
+import os
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
+
+from . import _memotag
+from ._errors import (
+    CodeChangedWarning,
+    ConflictWarning,
+    IncompatibleSignature,
+    MemotagError,
+    Miss,
+    NotAStore,
+    ReadOnlyStore,
+    RenamedWarning,
+    SchemaConflict,
+    StoreLocked,
+    VersionError,
+)
+
+__version__ = _memotag.__version__
+
+__all__ = [
+    "Store",
+    "Memo",
+    "FunctionInfo",
+    "MemotagError",
+    "SchemaConflict",
+    "IncompatibleSignature",
+    "NotAStore",
+    "ReadOnlyStore",
+    "StoreLocked",
+    "VersionError",
+    "Miss",
+    "RenamedWarning",
+    "ConflictWarning",
+    "CodeChangedWarning",
+]
+
+Memo = _memotag.Memo
+
+# A forked child must never use (or close) its parent's SQLite connection.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_memotag._after_fork_in_child)
+
+_CODE_MODES = ("warn", "strict", "ignore")
+
+
+class FunctionInfo(NamedTuple):
+    """One function version in a store."""
+
+    name: str
+    version: int
+    tag: str
+    inputs: tuple
+    outputs: tuple
+    n_calls: int
+
+
+def _time(ms: int) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc)
+
+
+class Store(_memotag.Store):
+    """A memotag store file, opened (or created) at ``path``.
+
+    ``mode``: ``"auto"`` (the store's own mode; for a new store, ``"shared"`` on a network
+    filesystem and ``"local"`` otherwise), ``"local"`` or ``"shared"``; asking for another mode
+    than the store's raises. ``readonly=True`` never writes and never creates a store.
+    """
+
+    # -- the decorator ------------------------------------------------------------------------
+
+    def memo(
+        self,
+        func: Optional[Callable] = None,
+        *,
+        name: Optional[str] = None,
+        version: int = 1,
+        outputs: Sequence[str] = ("out",),
+        deps: Iterable[Any] = (),
+        ignore: Iterable[str] = (),
+        policy: Optional[str] = None,
+        code: str = "warn",
+        new: bool = False,
+    ):
+        """Memoize a function in this store: ``@store.memo`` or ``@store.memo(version=2, ...)``.
+
+        Decoration binds the function to the store (creating it, its version, or inputs for new
+        parameters that have defaults), so incompatible changes raise here, not at call time.
+        """
+        if code not in _CODE_MODES:
+            raise ValueError(f"code= must be one of {_CODE_MODES}, not {code!r}")
+        if policy is not None and policy not in ("exact", "semver-patch", "newer-ok", "any"):
+            raise ValueError(f"unknown policy {policy!r}")
+        outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        ignore = frozenset(ignore)
+        deps = tuple(deps)
+
+        def decorate(f: Callable) -> Memo:
+            if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
+                raise TypeError(f"{f.__qualname__}: async functions cannot be memoized")
+            if not inspect.isfunction(f):
+                raise TypeError(f"@store.memo decorates plain functions, not {type(f).__name__}")
+            sig = inspect.signature(f)
+            params = []
+            for p in sig.parameters.values():
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    raise TypeError(
+                        f"{f.__qualname__}: *args and **kwargs cannot be memoized; name every argument"
+                    )
+                if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_ONLY:
+                    raise TypeError(
+                        f"{f.__qualname__}: parameter {p.name!r} must be positional-or-keyword"
+                    )
+                params.append((p.name, p.default is not p.empty, None if p.default is p.empty else p.default, p.name in ignore))
+            if params and params[0][0] in ("self", "cls") and "." in f.__qualname__:
+                raise TypeError(f"{f.__qualname__}: methods cannot be memoized; memoize a plain function")
+            unknown = ignore - {p[0] for p in params}
+            if unknown:
+                raise TypeError(f"{f.__qualname__}: ignore= names unknown parameters {sorted(unknown)}")
+            m = self._memo(f, name or f.__name__, version, params, list(outputs), new)
+            functools.update_wrapper(m, f)
+            m.__dict__["deps"] = deps
+            m.__dict__["code"] = code
+            m.__dict__["policy"] = policy
+            m.__dict__["calls"] = functools.partial(self.calls, m.name, version=m.version)
+            return m
+
+        return decorate(func) if func is not None else decorate
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def functions(self) -> list:
+        """One :class:`FunctionInfo` per function version."""
+        return [
+            FunctionInfo(name, version, tag, tuple(inputs), tuple(outputs), n)
+            for name, version, tag, inputs, outputs, n in self._functions()
+        ]
+
+    def calls(self, name: str, version: Optional[int] = None, where: Optional[dict] = None,
+              as_frame: bool = False, limit: Optional[int] = None):
+        """Every recorded result of ``name`` (all versions, or one), canonical outputs.
+
+        ``where={"x": 1}`` keeps results whose input ``x`` is 1. ``as_frame=True`` returns a
+        pandas DataFrame with one column per input and output.
+        """
+        rows = self._calls(name, version, where, limit)
+        for row in rows:
+            row["created_at"] = _time(row["created_at"])
+        if not as_frame:
+            return rows
+        import pandas as pd
+
+        flat = []
+        for row in rows:
+            item = {"call_id": row["call_id"], "version": row["version"]}
+            item.update({f"{k}": v for k, v in row["inputs"].items()})
+            item.update({f"{k}": v for k, v in row["outputs"].items()})
+            item["created_at"] = row["created_at"]
+            item["client"] = row["client"]
+            flat.append(item)
+        return pd.DataFrame(flat)
+
+    def schema_log(self, since: int = 0) -> list:
+        """The schema log after ``since``: dicts with seq, kind, details, client, time."""
+        return [
+            {"seq": seq, "kind": kind, "details": json.loads(change), "client": client, "time": _time(ms)}
+            for seq, kind, change, client, ms in self._schema_log(since)
+        ]
+
+    def conflicts(self, name: Optional[str] = None) -> list:
+        """Results recorded again with other outputs (the first ones stay canonical)."""
+        rows = self._conflicts(name)
+        for row in rows:
+            row["created_at"] = _time(row["created_at"])
+        return rows
+
+    def packages(self) -> dict:
+        """Libraries and versions seen in recorded code: ``{library: [versions]}``.
+
+        Code records are not captured yet by this version of memotag, so this is empty.
+        """
+        return {}
+
+    @contextlib.contextmanager
+    def batch(self):
+        """Buffer results (visible through this store) and commit them together at the end
+        (or every 1,000); nothing is locked while your code runs. An exception drops the batch."""
+        self.begin_batch()
+        try:
+            yield self
+        except BaseException:
+            self.abort_batch()
+            raise
+        else:
+            self.commit_batch()
+
+    # -- notebook and context-manager niceties ------------------------------------------------
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<memotag.Store {self.path!r} (closed)>"
+        return f"<memotag.Store {self.path!r} mode={self.mode}{' readonly' if self.readonly else ''}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if self.closed:
+            return f"<p>memotag store <code>{html.escape(self.path)}</code> (closed)</p>"
+        rows = "".join(
+            f"<tr><td>{html.escape(f.name)}</td><td>{f.version}</td>"
+            f"<td>{html.escape(', '.join(f.inputs))}</td><td>{html.escape(', '.join(f.outputs))}</td>"
+            f"<td>{f.n_calls}</td></tr>"
+            for f in self.functions()
+        )
+        return (
+            f"<p>memotag store <code>{html.escape(self.path)}</code> ({self.mode})</p>"
+            "<table><thead><tr><th>function</th><th>version</th><th>inputs</th><th>outputs</th>"
+            f"<th>results</th></tr></thead><tbody>{rows}</tbody></table>"
+        )

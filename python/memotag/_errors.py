@@ -1,0 +1,45 @@
+"""Exceptions and warnings raised by memotag (all exceptions derive from MemotagError)."""
+
+
+class MemotagError(Exception):
+    """Base class of every memotag error."""
+
+
+class SchemaConflict(MemotagError):
+    """A schema change was rejected: it conflicts with the store as it is now. Nothing changed."""
+
+
+class IncompatibleSignature(MemotagError):
+    """The code's signature cannot bind to the function version it names; use a new ``version=``."""
+
+
+class NotAStore(MemotagError):
+    """The path holds something that is not a memotag store (it was left untouched)."""
+
+
+class ReadOnlyStore(MemotagError):
+    """The store is open read-only (asked for, or its format is newer than this memotag writes)."""
+
+
+class StoreLocked(MemotagError):
+    """Other writers held the store for longer than the busy timeout."""
+
+
+class VersionError(MemotagError):
+    """This memotag and the store (or server) have no common protocol for an operation."""
+
+
+class Miss(MemotagError, KeyError):
+    """No recorded result for these arguments (raised by ``f.lookup``)."""
+
+
+class RenamedWarning(UserWarning):
+    """The code uses a name that a function or input had before it was renamed."""
+
+
+class ConflictWarning(UserWarning):
+    """Another process recorded different outputs for the same call first; those are returned."""
+
+
+class CodeChangedWarning(UserWarning):
+    """A hit was served from results recorded under different code."""
