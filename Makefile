@@ -15,10 +15,19 @@ $(VPY):
 
 venv: $(VPY)
 
-demo:
-	$(CARGO) run --quiet --release --example quickstart
+demo: develop
+	$(VPY) examples/quickstart.py demo.memo
+	@echo "\n--- the same script again: everything is now read from demo.memo ---\n"
+	$(VPY) examples/quickstart.py demo.memo
 
-test: test-rust
+# Builds the Python extension into .venv (release mode: the hot path is measured, not assumed).
+develop: $(VPY)
+	cd python && ../$(VENV)/bin/maturin develop --release --quiet
+
+test: test-rust test-python
+
+test-python: develop
+	$(VPY) -m pytest python/tests -q
 
 test-rust:
 	$(CARGO) build --release --all-targets

@@ -24,9 +24,10 @@ import functools
 import inspect
 import json
 import os
+import warnings
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
-from . import _memotag
+from . import _errors, _memotag
 from ._errors import (
     CodeChangedWarning,
     ConflictWarning,
@@ -120,7 +121,7 @@ class Store(_memotag.Store):
         ignore = frozenset(ignore)
         deps = tuple(deps)
 
-        def decorate(f: Callable) -> Memo:
+        def decorate(f: Callable, stacklevel: int = 2) -> Memo:
             if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
                 raise TypeError(f"{f.__qualname__}: async functions cannot be memoized")
             if not inspect.isfunction(f):
@@ -142,7 +143,9 @@ class Store(_memotag.Store):
             unknown = ignore - {p[0] for p in params}
             if unknown:
                 raise TypeError(f"{f.__qualname__}: ignore= names unknown parameters {sorted(unknown)}")
-            m = self._memo(f, name or f.__name__, version, params, list(outputs), new)
+            m, notices = self._memo(f, name or f.__name__, version, params, list(outputs), new)
+            for category, message in notices:
+                warnings.warn(message, getattr(_errors, category), stacklevel=stacklevel)
             functools.update_wrapper(m, f)
             m.__dict__["deps"] = deps
             m.__dict__["code"] = code
@@ -150,7 +153,7 @@ class Store(_memotag.Store):
             m.__dict__["calls"] = functools.partial(self.calls, m.name, version=m.version)
             return m
 
-        return decorate(func) if func is not None else decorate
+        return decorate(func, stacklevel=3) if func is not None else decorate
 
     # -- queries ------------------------------------------------------------------------------
 

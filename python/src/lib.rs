@@ -231,7 +231,7 @@ impl PyStore {
         params: Vec<(String, bool, Py<PyAny>, bool)>,
         outputs: Vec<String>,
         new: bool,
-    ) -> PyResult<Memo> {
+    ) -> PyResult<(Memo, Vec<(&'static str, String)>)> {
         let py = slf.py();
         let store = slf.get().store(py)?;
         let mut parameters = Vec::new();
@@ -267,18 +267,18 @@ impl PyStore {
         let (function, tags, notices) = py
             .detach(|| store.bind_interface(&interface))
             .map_err(|e| schema_error(py, e))?;
+        // Returned rather than raised here, so that Python can point them at the user's code.
+        let mut warnings = Vec::new();
         for notice in notices {
             match notice {
-                Notice::FunctionRenamed { from, to } => warn(
-                    py,
+                Notice::FunctionRenamed { from, to } => warnings.push((
                     "RenamedWarning",
-                    &format!("function `{from}` was renamed to `{to}`; this code binds to it (rename it in the code too)"),
-                )?,
-                Notice::InputRenamed { from, to } => warn(
-                    py,
+                    format!("function `{from}` was renamed to `{to}`; this code binds to it (rename it in the code too)"),
+                )),
+                Notice::InputRenamed { from, to } => warnings.push((
                     "RenamedWarning",
-                    &format!("input `{from}` of `{name}` was renamed to `{to}`; this code binds to it"),
-                )?,
+                    format!("input `{from}` of `{name}` was renamed to `{to}`; this code binds to it"),
+                )),
                 Notice::InputNotInCode { .. } => {}
             }
         }
@@ -294,7 +294,7 @@ impl PyStore {
             .with_catalog(|c| c.function_name(function.tag).map(str::to_string))
             .map_err(|e| schema_error(py, e))?
             .unwrap_or(name);
-        Ok(Memo {
+        let memo = Memo {
             store: slf.clone().unbind(),
             func,
             params: plan,
@@ -302,7 +302,8 @@ impl PyStore {
             name: family_name,
             version: function.version,
             outputs: function.outputs.clone(),
-        })
+        };
+        Ok((memo, warnings))
     }
 
     fn begin_batch(&self, py: Python<'_>) -> PyResult<()> {
