@@ -15,6 +15,19 @@ use crate::value::{EncodedValue, ValueId};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(pub [u8; 16]);
 
+impl serde::Serialize for CallId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CallId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CallId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("a call id is 32 hex digits"))
+    }
+}
+
 impl CallId {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -55,7 +68,7 @@ impl fmt::Debug for CallId {
 
 /// A call checked against its function version, with its id computed: what `lookup` and
 /// `record` take. Inputs the caller did not give are left out; they take their defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BoundCall {
     pub function: FunctionTag,
     pub call_id: CallId,
@@ -111,7 +124,8 @@ pub fn bind(
 }
 
 /// What `record` did with a result.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RecordOutcome {
     /// A new result, with its sequence number.
     Inserted { seq: i64 },
@@ -125,7 +139,7 @@ pub enum RecordOutcome {
 }
 
 /// A recorded result found by `lookup`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     pub seq: i64,
     pub code: i64,
@@ -134,7 +148,7 @@ pub struct Hit {
 }
 
 /// One recorded result, as queries return it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResultRow {
     pub function: FunctionTag,
     pub seq: i64,
@@ -148,7 +162,7 @@ pub struct ResultRow {
 }
 
 /// A result that was recorded again with other outputs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConflictRow {
     pub function: FunctionTag,
     pub call_id: CallId,

@@ -66,6 +66,8 @@ pub enum OpenError {
         requested: crate::storage::Mode,
     },
     #[error(transparent)]
+    Version(#[from] crate::protocol::VersionError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
@@ -142,6 +144,8 @@ pub enum SchemaError {
     #[error("invalid default value: {0}")]
     Value(#[from] ValueError),
     #[error(transparent)]
+    Version(#[from] crate::protocol::VersionError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
@@ -175,6 +179,8 @@ pub enum CallError {
     MissingValue(ValueId),
     #[error(transparent)]
     Value(#[from] ValueError),
+    #[error(transparent)]
+    Version(#[from] crate::protocol::VersionError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

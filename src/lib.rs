@@ -38,6 +38,7 @@
 
 pub mod calls;
 pub mod error;
+pub mod protocol;
 pub mod schema;
 pub mod storage;
 mod store;
@@ -45,11 +46,12 @@ pub mod value;
 
 pub use calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
 pub use error::{CallError, Error, OpenError, SchemaError, StorageError};
+pub use protocol::{Menu, VersionError};
 pub use schema::{
     Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, Input, InputSpec, InputTag,
     Interface, LoggedChange, NameSpan, Notice, Parameter, Resolution, SchemaChange,
 };
 pub use storage::catalog::LogEntry;
 pub use storage::{Mode, FORMAT_GENERATION};
-pub use store::{OpenOptions, Store, DEFAULT_BATCH_SIZE, DEFAULT_BLOB_THRESHOLD};
+pub use store::{OpenOptions, SessionInfo, Store, DEFAULT_BATCH_SIZE, DEFAULT_BLOB_THRESHOLD};
 pub use value::{Codec, EncodedValue, Value, ValueId};

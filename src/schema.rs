@@ -127,7 +127,7 @@ pub struct Input {
 }
 
 /// One input as a client declares it when creating a function.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputSpec {
     pub name: String,
     pub default: Option<EncodedValue>,
@@ -152,7 +152,7 @@ impl InputSpec {
 }
 
 /// What a client asks to create: a new function, or a new version of an existing family.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionSpec {
     pub name: String,
     pub version: u32,
@@ -193,10 +193,18 @@ impl FunctionSpec {
 
 /// A schema change as a client requests it. Default values travel encoded, so that the store can
 /// keep them in the same transaction as the change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SchemaChange {
-    /// Create a function, or a new version of an existing family.
+    /// Create a function, or a new version of an existing family, by name.
     CreateFunction(FunctionSpec),
+    /// Create a new version of the family with this tag (whatever it is called by now).
+    CreateVersion {
+        family: FamilyTag,
+        version: u32,
+        inputs: Vec<InputSpec>,
+        outputs: Vec<String>,
+    },
     /// Add an input, which must have a default, to one function version.
     AddInput {
         function: FunctionTag,
@@ -428,6 +436,25 @@ impl Catalog {
     ) -> Result<Plan, SchemaError> {
         match change {
             SchemaChange::CreateFunction(spec) => self.plan_create(spec, new_tag),
+            SchemaChange::CreateVersion {
+                family,
+                version,
+                inputs,
+                outputs,
+            } => {
+                let fam = self
+                    .families
+                    .get(family)
+                    .ok_or(SchemaError::UnknownFamily(*family))?;
+                let spec = FunctionSpec {
+                    name: fam.name.clone(),
+                    version: *version,
+                    inputs: inputs.clone(),
+                    outputs: outputs.clone(),
+                    new_family: false,
+                };
+                self.plan_create(&spec, new_tag)
+            }
             SchemaChange::AddInput {
                 function,
                 name,

@@ -9,7 +9,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use std::sync::Arc;
 use uuid::Uuid;
+
+use crate::protocol::procedures::{
+    Answer, Query, RecordRequest, CALL_LOOKUP, CALL_QUERY, CALL_RECORD, CALL_RECORD_BATCH,
+    LOCAL_MENU, SCHEMA_CHANGE, SCHEMA_LOG, VALUE_GET,
+};
+use crate::protocol::{
+    negotiate, Menu, Selection, VersionError, LIBRARY_VERSION, PROTOCOL, READ_LEVEL, WRITE_LEVEL,
+};
+use crate::storage::{FileHandshake, MigrationReport};
 
 use crate::calls::{self, BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
 use crate::error::{CallError, OpenError, SchemaError, StorageError};
@@ -37,6 +47,7 @@ pub struct OpenOptions {
     busy_timeout: Duration,
     batch_size: usize,
     client_name: Option<String>,
+    client_menu: Option<Menu>,
 }
 
 impl Default for OpenOptions {
@@ -49,6 +60,7 @@ impl Default for OpenOptions {
             busy_timeout: Duration::from_secs(60),
             batch_size: DEFAULT_BATCH_SIZE,
             client_name: None,
+            client_menu: None,
         }
     }
 }
@@ -102,7 +114,16 @@ impl OpenOptions {
         self
     }
 
-    /// Opens (or creates) the store at `path`.
+    /// Offers only these procedures and generations, as an older memotag would (for
+    /// compatibility tests and for pinning a client to old behaviour). Default: this build's
+    /// full menu ([`crate::protocol::procedures::LOCAL_MENU`]).
+    pub fn client_menu(mut self, menu: Menu) -> Self {
+        self.client_menu = Some(menu);
+        self
+    }
+
+    /// Opens (or creates) the store at `path`, then starts the session: handshake (protocol
+    /// number and levels) and menu negotiation with the file, before reading anything else.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Store, OpenError> {
         let req = OpenRequest {
             path: path.as_ref().to_path_buf(),
@@ -111,22 +132,55 @@ impl OpenOptions {
             full_durability: self.full_durability,
             blob_threshold: self.blob_threshold,
             busy_timeout: self.busy_timeout,
+            menu: LOCAL_MENU.clone(),
         };
         let mut db = Database::open(&req)?;
+        let handshake = db.handshake()?;
+        if handshake.protocol != PROTOCOL {
+            return Err(VersionError::ProtocolMismatch {
+                local: PROTOCOL,
+                remote: handshake.protocol,
+            }
+            .into());
+        }
+        if handshake.read_level > READ_LEVEL {
+            return Err(VersionError::ReadLevel {
+                file: handshake.read_level,
+                supported: READ_LEVEL,
+            }
+            .into());
+        }
+        let local = self
+            .client_menu
+            .clone()
+            .unwrap_or_else(|| LOCAL_MENU.clone());
+        let selection = negotiate(&local, &handshake.menu)?;
+        if handshake.write_level > WRITE_LEVEL {
+            db.restrict_to_reads(format!(
+                "it was written by a newer memotag (write level {}, this one writes {WRITE_LEVEL})",
+                handshake.write_level
+            ));
+        }
         let client_name = self.client_name.clone().unwrap_or_else(default_client_name);
-        let client = db.client_id(&client_name)?;
         let mut session = Session {
             db,
             catalog: Catalog::new(),
-            client,
+            client: None,
+            client_name: client_name.clone(),
+            selection: Arc::new(selection),
+            handshake,
             batch: None,
             batch_size: self.batch_size,
             blob_threshold: self.blob_threshold,
         };
-        session.catch_up().map_err(|e| match e {
-            SchemaError::Storage(s) => OpenError::Storage(s),
-            other => OpenError::Storage(StorageError::Corrupt(other.to_string())),
-        })?;
+        match session.catch_up() {
+            Ok(()) => {}
+            // A client without `schema.log` still opens; the operations that need the catalog
+            // fail when called.
+            Err(SchemaError::Version(_)) => {}
+            Err(SchemaError::Storage(s)) => return Err(OpenError::Storage(s)),
+            Err(other) => return Err(OpenError::Storage(StorageError::Corrupt(other.to_string()))),
+        }
         Ok(Store {
             session: Mutex::new(session),
             path: req.path,
@@ -154,7 +208,11 @@ impl std::fmt::Debug for Store {
 struct Session {
     db: Database,
     catalog: Catalog,
-    client: i64,
+    /// This client's id in the `clients` table, registered with its first write.
+    client: Option<i64>,
+    client_name: String,
+    selection: Arc<Selection>,
+    handshake: FileHandshake,
     batch: Option<Batch>,
     batch_size: usize,
     blob_threshold: usize,
@@ -163,7 +221,7 @@ struct Session {
 /// Results recorded inside a batch and not yet committed.
 #[derive(Default)]
 struct Batch {
-    pending: Vec<(BoundCall, Vec<EncodedValue>)>,
+    pending: Vec<RecordRequest>,
     by_call: HashMap<(FunctionTag, CallId), usize>,
 }
 
@@ -342,8 +400,7 @@ impl Store {
 
     /// Schema log entries after `since`.
     pub fn schema_log(&self, since: u64) -> Result<Vec<LogEntry>, SchemaError> {
-        let s = self.session.lock();
-        Ok(s.db.read(|conn| crate::storage::catalog::read_log(conn, since))?)
+        self.session.lock().read_log(since)
     }
 
     // ---- calls --------------------------------------------------------------------------------
@@ -365,7 +422,11 @@ impl Store {
         call: &BoundCall,
         outputs: Vec<EncodedValue>,
     ) -> Result<RecordOutcome, CallError> {
-        self.session.lock().record(call, outputs)
+        self.session.lock().record(RecordRequest {
+            call: call.clone(),
+            outputs,
+            code: 0,
+        })
     }
 
     /// The canonical outputs of the newest result of this call, or `None`.
@@ -419,13 +480,18 @@ impl Store {
     /// A stored value by id.
     pub fn value(&self, id: &ValueId) -> Result<Option<EncodedValue>, CallError> {
         let s = self.session.lock();
-        Ok(memo::get_value(&s.db.conn, &s.db.blobs, id)?)
+        let selection = s.selection.clone();
+        VALUE_GET.call(&selection, id, |id| {
+            Ok(memo::get_value(&s.db.conn, &s.db.blobs, id)?)
+        })
     }
 
     /// The short human preview of a stored value.
     pub fn preview(&self, id: &ValueId) -> Result<Option<String>, CallError> {
-        let s = self.session.lock();
-        Ok(memo::value_preview(&s.db.conn, id)?)
+        match self.session.lock().query(&Query::Preview { value: *id })? {
+            Answer::Preview(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Results of one function version, oldest first, optionally filtered by input values
@@ -438,69 +504,128 @@ impl Store {
     ) -> Result<Vec<ResultRow>, CallError> {
         let mut s = self.session.lock();
         let inputs = s.input_tags(function)?;
-        let filter: Vec<_> = filter.iter().map(|(t, v)| (*t, v.id())).collect();
-        Ok(s.db.read(|conn| memo::results(conn, &function, &inputs, &filter, None, limit))?)
+        let filter = filter.iter().map(|(t, v)| (*t, v.id())).collect();
+        rows(s.query(&Query::Results {
+            function,
+            inputs,
+            filter,
+            limit,
+        })?)
     }
 
     /// Every result recorded for one call id, in any function version.
     pub fn results_of_call(&self, call_id: &CallId) -> Result<Vec<ResultRow>, CallError> {
         let mut s = self.session.lock();
-        s.catch_up_calls()?;
-        let functions: Vec<(FunctionTag, Vec<InputTag>)> = s
-            .catalog
-            .functions()
-            .map(|f| (f.tag, f.inputs.iter().map(|i| i.tag).collect()))
-            .collect();
-        Ok(s.db.read(|conn| {
-            let mut out = Vec::new();
-            for (tag, inputs) in &functions {
-                out.extend(memo::results(conn, tag, inputs, &[], Some(call_id), None)?);
-            }
-            Ok::<_, StorageError>(out)
+        let functions = s.all_functions()?;
+        rows(s.query(&Query::OfCall {
+            call_id: *call_id,
+            functions,
         })?)
     }
 
     /// Every result whose outputs include this value.
     pub fn producers(&self, value: &ValueId) -> Result<Vec<ResultRow>, CallError> {
         let mut s = self.session.lock();
-        s.catch_up_calls()?;
-        let functions: Vec<(FunctionTag, Vec<InputTag>)> = s
-            .catalog
-            .functions()
-            .map(|f| (f.tag, f.inputs.iter().map(|i| i.tag).collect()))
-            .collect();
-        Ok(s.db.read(|conn| {
-            let mut out = Vec::new();
-            for (tag, inputs) in &functions {
-                out.extend(memo::producers(conn, tag, inputs, value)?);
-            }
-            Ok::<_, StorageError>(out)
+        let functions = s.all_functions()?;
+        rows(s.query(&Query::Producers {
+            value: *value,
+            functions,
         })?)
     }
 
     /// Results recorded again with other outputs (the canonical ones stay in the memo tables).
     pub fn conflicts(&self, function: Option<FunctionTag>) -> Result<Vec<ConflictRow>, CallError> {
-        let s = self.session.lock();
-        Ok(memo::conflicts(&s.db.conn, function.as_ref())?)
+        match self.session.lock().query(&Query::Conflicts { function })? {
+            Answer::Conflicts(rows) => Ok(rows),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// How many results a function version has.
     pub fn count_results(&self, function: FunctionTag) -> Result<u64, CallError> {
-        let s = self.session.lock();
-        Ok(memo::count_results(&s.db.conn, &function)?)
+        match self.session.lock().query(&Query::Count { function })? {
+            Answer::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
     }
 
-    /// `PRAGMA integrity_check` of the file: `["ok"]` when healthy.
+    /// `PRAGMA integrity_check` of the file: `["ok"]` when healthy. (File maintenance, not a
+    /// store procedure: it never goes to a server.)
     pub fn integrity_check(&self) -> Result<Vec<String>, StorageError> {
         self.session.lock().db.integrity_check()
     }
+
+    // ---- versions -----------------------------------------------------------------------------
+
+    /// What this session negotiated: protocol, both library versions, both menus, the chosen
+    /// generation per method, and the file's compatibility levels.
+    pub fn session_info(&self) -> SessionInfo {
+        let s = self.session.lock();
+        SessionInfo {
+            protocol: PROTOCOL,
+            local_library: LIBRARY_VERSION.to_string(),
+            store_library: s.handshake.library_version.clone(),
+            selected: s.selection.chosen.clone(),
+            local_menu: s.selection.local.clone(),
+            store_menu: s.handshake.menu.clone(),
+            read_level: s.handshake.read_level,
+            write_level: s.handshake.write_level,
+            format_generation: s.handshake.generation,
+        }
+    }
+
+    /// The generation this session uses for `method`: fails with `UnknownMethod` for a method
+    /// nobody declared and `NoCommonGeneration` for one left out of the negotiated menu.
+    pub fn generation(&self, method: &str) -> Result<u32, VersionError> {
+        self.session.lock().selection.generation(method)
+    }
+
+    /// Moves the store at `path` forward to this build's format generation and procedure menu.
+    /// Explicit and forward-only: opening never migrates, and a newer store is refused.
+    pub fn migrate(path: impl AsRef<Path>) -> Result<MigrationReport, OpenError> {
+        Database::migrate(path.as_ref(), &LOCAL_MENU)
+    }
+}
+
+/// What a session negotiated with its store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub protocol: u32,
+    pub local_library: String,
+    pub store_library: Option<String>,
+    pub selected: std::collections::BTreeMap<String, u32>,
+    pub local_menu: Menu,
+    pub store_menu: Menu,
+    pub read_level: u32,
+    pub write_level: u32,
+    pub format_generation: u32,
+}
+
+fn rows(answer: Answer) -> Result<Vec<ResultRow>, CallError> {
+    match answer {
+        Answer::Results(rows) => Ok(rows),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(answer: Answer) -> CallError {
+    CallError::Storage(StorageError::Corrupt(format!(
+        "unexpected answer to a query: {answer:?}"
+    )))
 }
 
 impl Session {
+    /// Log entries after `since`, through the `schema.log` procedure.
+    fn read_log(&self, since: u64) -> Result<Vec<LogEntry>, SchemaError> {
+        let db = &self.db;
+        SCHEMA_LOG.call(&self.selection, &since, |since| {
+            Ok(db.read(|conn| crate::storage::catalog::read_log(conn, *since))?)
+        })
+    }
+
     /// Applies log entries this session has not seen yet.
     fn catch_up(&mut self) -> Result<(), SchemaError> {
-        let entries = crate::storage::catalog::read_log(&self.db.conn, self.catalog.seq())?;
-        for entry in entries {
+        for entry in self.read_log(self.catalog.seq())? {
             self.catalog.apply(entry.seq, &entry.change)?;
         }
         Ok(())
@@ -509,43 +634,59 @@ impl Session {
     fn catch_up_calls(&mut self) -> Result<(), CallError> {
         self.catch_up().map_err(|e| match e {
             SchemaError::Storage(s) => CallError::Storage(s),
+            SchemaError::Version(v) => CallError::Version(v),
             other => CallError::Storage(StorageError::Corrupt(other.to_string())),
         })
+    }
+
+    /// This client's id, registering it on first use.
+    fn client_id(&mut self) -> Result<i64, StorageError> {
+        if let Some(id) = self.client {
+            return Ok(id);
+        }
+        let id = self.db.client_id(&self.client_name)?;
+        self.client = Some(id);
+        Ok(id)
     }
 
     fn apply(&mut self, change: &SchemaChange) -> Result<Option<u64>, SchemaError> {
         if self.db.is_read_only() {
             return Err(self.db.read_only_error().into());
         }
-        let client = self.client;
+        let selection = self.selection.clone();
+        let client = self.client_id()?;
         let catalog = &mut self.catalog;
-        let values = change_values(change);
-        let applied = self.db.write(|conn| {
-            // Catch up under the write lock, so the change is validated against the schema as
-            // it is now, not as this client last saw it.
-            let mut next = catalog.clone();
-            for entry in crate::storage::catalog::read_log(conn, next.seq())? {
-                next.apply(entry.seq, &entry.change)?;
-            }
-            let plan = next.plan(change, &mut Uuid::new_v4)?;
-            let seq = match plan {
-                Plan::AlreadyApplied => None,
-                Plan::Apply(logged) => {
-                    let seq = next.seq() + 1;
-                    crate::storage::catalog::append(conn, seq, &logged, &values, client, now_ms())?;
-                    next.apply(seq, &logged)?;
-                    Some(seq)
+        let db = &mut self.db;
+        SCHEMA_CHANGE.call(&selection, change, |change| {
+            let values = change_values(change);
+            let (next, seq) = db.write(|conn| {
+                // Catch up under the write lock, so the change is validated against the schema
+                // as it is now, not as this client last saw it.
+                let mut next = catalog.clone();
+                for entry in crate::storage::catalog::read_log(conn, next.seq())? {
+                    next.apply(entry.seq, &entry.change)?;
                 }
-            };
-            Ok::<_, SchemaError>((next, seq))
-        });
-        match applied {
-            Ok((next, seq)) => {
-                *catalog = next;
-                Ok(seq)
-            }
-            Err(e) => Err(e),
-        }
+                let seq = match next.plan(change, &mut Uuid::new_v4)? {
+                    Plan::AlreadyApplied => None,
+                    Plan::Apply(logged) => {
+                        let seq = next.seq() + 1;
+                        crate::storage::catalog::append(
+                            conn,
+                            seq,
+                            &logged,
+                            &values,
+                            client,
+                            now_ms(),
+                        )?;
+                        next.apply(seq, &logged)?;
+                        Some(seq)
+                    }
+                };
+                Ok::<_, SchemaError>((next, seq))
+            })?;
+            *catalog = next;
+            Ok(seq)
+        })
     }
 
     fn function(&mut self, tag: FunctionTag) -> Result<&Function, CallError> {
@@ -561,6 +702,15 @@ impl Session {
         self.catch_up_calls()?;
         let f = self.function(function)?;
         Ok(f.inputs.iter().map(|i| i.tag).collect())
+    }
+
+    fn all_functions(&mut self) -> Result<Vec<(FunctionTag, Vec<InputTag>)>, CallError> {
+        self.catch_up_calls()?;
+        Ok(self
+            .catalog
+            .functions()
+            .map(|f| (f.tag, f.inputs.iter().map(|i| i.tag).collect()))
+            .collect())
     }
 
     fn bind(
@@ -580,41 +730,46 @@ impl Session {
         calls::bind(f, name, inputs)
     }
 
-    fn record(
-        &mut self,
-        call: &BoundCall,
-        outputs: Vec<EncodedValue>,
-    ) -> Result<RecordOutcome, CallError> {
+    fn record(&mut self, request: RecordRequest) -> Result<RecordOutcome, CallError> {
         if self.db.is_read_only() {
             return Err(self.db.read_only_error().into());
         }
-        self.check_outputs(call.function, outputs.len())?;
+        self.check_outputs(request.call.function, request.outputs.len())?;
         if let Some(batch) = &mut self.batch {
-            let key = (call.function, call.call_id);
+            let key = (request.call.function, request.call.call_id);
             batch.by_call.entry(key).or_insert(batch.pending.len());
-            batch.pending.push((call.clone(), outputs));
+            batch.pending.push(request);
             if batch.pending.len() >= self.batch_size {
                 self.flush_batch()?;
             }
             return Ok(RecordOutcome::Buffered);
         }
-        let client = self.client;
+        let selection = self.selection.clone();
+        let client = self.client_id()?;
         let threshold = self.blob_threshold;
-        let blobs = self.db.blobs.clone();
-        self.db.write(|conn| {
-            let sink = BlobSink {
-                blobs: &blobs,
-                threshold,
-            };
-            Ok::<_, CallError>(memo::insert_result(
-                conn,
-                &sink,
-                call,
-                0,
-                &outputs,
-                client,
-                now_ms(),
-            )?)
+        let db = &mut self.db;
+        let blobs = db.blobs.clone();
+        CALL_RECORD.call(&selection, &request, |request| {
+            db.write(|conn| {
+                let sink = BlobSink {
+                    blobs: &blobs,
+                    threshold,
+                };
+                let RecordRequest {
+                    call,
+                    outputs,
+                    code,
+                } = request;
+                Ok::<_, CallError>(memo::insert_result(
+                    conn,
+                    &sink,
+                    call,
+                    *code,
+                    outputs,
+                    client,
+                    now_ms(),
+                )?)
+            })
         })
     }
 
@@ -644,22 +799,31 @@ impl Session {
             return Ok(Vec::new());
         }
         let pending = std::mem::take(&mut batch.pending);
-        let client = self.client;
+        let selection = self.selection.clone();
+        let client = self.client_id()?;
         let threshold = self.blob_threshold;
-        let blobs = self.db.blobs.clone();
-        let result = self.db.write(|conn| {
-            let sink = BlobSink {
-                blobs: &blobs,
-                threshold,
-            };
-            let time = now_ms();
-            let mut outcomes = Vec::with_capacity(pending.len());
-            for (call, outputs) in &pending {
-                outcomes.push(memo::insert_result(
-                    conn, &sink, call, 0, outputs, client, time,
-                )?);
-            }
-            Ok::<_, CallError>(outcomes)
+        let db = &mut self.db;
+        let blobs = db.blobs.clone();
+        let result = CALL_RECORD_BATCH.call(&selection, &pending, |pending| {
+            db.write(|conn| {
+                let sink = BlobSink {
+                    blobs: &blobs,
+                    threshold,
+                };
+                let time = now_ms();
+                let mut outcomes = Vec::with_capacity(pending.len());
+                for RecordRequest {
+                    call,
+                    outputs,
+                    code,
+                } in pending
+                {
+                    outcomes.push(memo::insert_result(
+                        conn, &sink, call, *code, outputs, client, time,
+                    )?);
+                }
+                Ok::<_, CallError>(outcomes)
+            })
         });
         let batch = self.batch.as_mut().expect("batch checked above");
         match result {
@@ -678,33 +842,75 @@ impl Session {
     fn lookup(&mut self, call: &BoundCall) -> Result<Option<Hit>, CallError> {
         if let Some(batch) = &self.batch {
             if let Some(&i) = batch.by_call.get(&(call.function, call.call_id)) {
-                let outputs = batch.pending[i].1.clone();
+                let outputs = batch.pending[i].outputs.clone();
                 return Ok(Some(Hit {
                     seq: 0,
-                    code: 0,
+                    code: batch.pending[i].code,
                     output_ids: outputs.iter().map(EncodedValue::id).collect(),
                     outputs,
                 }));
             }
         }
-        let conn = &self.db.conn;
-        let Some((seq, code, output_ids)) =
-            memo::newest_result(conn, &call.function, &call.call_id)?
-        else {
-            return Ok(None);
-        };
-        let mut outputs = Vec::with_capacity(output_ids.len());
-        for id in &output_ids {
-            let value =
-                memo::get_value(conn, &self.db.blobs, id)?.ok_or(CallError::MissingValue(*id))?;
-            outputs.push(value);
-        }
-        Ok(Some(Hit {
-            seq,
-            code,
-            output_ids,
-            outputs,
-        }))
+        let db = &self.db;
+        CALL_LOOKUP.call(&self.selection, call, |call| {
+            let conn = &db.conn;
+            let Some((seq, code, output_ids)) =
+                memo::newest_result(conn, &call.function, &call.call_id)?
+            else {
+                return Ok(None);
+            };
+            let mut outputs = Vec::with_capacity(output_ids.len());
+            for id in &output_ids {
+                let value =
+                    memo::get_value(conn, &db.blobs, id)?.ok_or(CallError::MissingValue(*id))?;
+                outputs.push(value);
+            }
+            Ok(Some(Hit {
+                seq,
+                code,
+                output_ids,
+                outputs,
+            }))
+        })
+    }
+
+    fn query(&self, query: &Query) -> Result<Answer, CallError> {
+        let db = &self.db;
+        CALL_QUERY.call(&self.selection, query, |query| {
+            Ok(db.read(|conn| -> Result<Answer, StorageError> {
+                Ok(match query {
+                    Query::Results {
+                        function,
+                        inputs,
+                        filter,
+                        limit,
+                    } => Answer::Results(memo::results(
+                        conn, function, inputs, filter, None, *limit,
+                    )?),
+                    Query::OfCall { call_id, functions } => {
+                        let mut out = Vec::new();
+                        for (tag, inputs) in functions {
+                            out.extend(memo::results(conn, tag, inputs, &[], Some(call_id), None)?);
+                        }
+                        Answer::Results(out)
+                    }
+                    Query::Producers { value, functions } => {
+                        let mut out = Vec::new();
+                        for (tag, inputs) in functions {
+                            out.extend(memo::producers(conn, tag, inputs, value)?);
+                        }
+                        Answer::Results(out)
+                    }
+                    Query::Conflicts { function } => {
+                        Answer::Conflicts(memo::conflicts(conn, function.as_ref())?)
+                    }
+                    Query::Count { function } => {
+                        Answer::Count(memo::count_results(conn, function)?)
+                    }
+                    Query::Preview { value } => Answer::Preview(memo::value_preview(conn, value)?),
+                })
+            })?)
+        })
     }
 }
 

@@ -1190,9 +1190,11 @@ impl<'de> serde::Deserialize<'de> for ValueId {
 }
 
 /// Bytes together with the codec that reads them: what the store keeps for a value.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// On the wire (serde): `{"codec": "cbor", "bytes": "<hex>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EncodedValue {
     pub codec: Codec,
+    #[serde(with = "hex::serde")]
     pub bytes: Vec<u8>,
 }
 

@@ -9,7 +9,7 @@ use crate::storage::memo::{input_column, memo_table};
 use crate::value::{EncodedValue, ValueId};
 
 /// One row of the schema log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogEntry {
     pub seq: u64,
     pub change: LoggedChange,

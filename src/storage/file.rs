@@ -71,7 +71,14 @@ pub fn inspect(path: &Path) -> Result<FileState, OpenError> {
     let change_counter = be32(24);
     let page_count = u64::from(be32(28));
     let valid_for = be32(92);
-    if valid_for == change_counter && page_count > 0 {
+    // With a hot WAL or rollback journal beside it, a file may legitimately be shorter than its
+    // header says (a checkpoint or commit was interrupted); SQLite recovers it on open.
+    let recovering = ["-wal", "-journal"].iter().any(|suffix| {
+        let mut side = path.as_os_str().to_os_string();
+        side.push(suffix);
+        std::fs::metadata(std::path::PathBuf::from(side)).is_ok_and(|m| m.len() > 0)
+    });
+    if valid_for == change_counter && page_count > 0 && !recovering {
         let expected = page_count * page_size;
         if len < expected {
             return Err(OpenError::Truncated {

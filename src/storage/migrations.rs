@@ -15,21 +15,48 @@ pub struct Migration {
 }
 
 /// Every generation of the format, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    generation: 1,
-    name: "0001_init",
-    sql: include_str!("../../schema/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        generation: 1,
+        name: "0001_init",
+        sql: include_str!("../../schema/0001_init.sql"),
+    },
+    Migration {
+        generation: 2,
+        name: "0002_procedures",
+        sql: include_str!("../../schema/0002_procedures.sql"),
+    },
+];
 
 /// The newest format generation this build writes and reads.
 pub const FORMAT_GENERATION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].generation;
 
-/// Applies every migration to an empty database, inside the caller's transaction.
-pub(super) fn apply_all(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
-    for m in MIGRATIONS {
+/// Applies every migration newer than `from` (0 for an empty database), inside the caller's
+/// transaction, then records `menu` as the procedures the file supports.
+pub(super) fn apply_from(
+    conn: &Connection,
+    from: u32,
+    now_ms: i64,
+    menu: &crate::protocol::Menu,
+) -> rusqlite::Result<u32> {
+    let mut applied = 0;
+    for m in MIGRATIONS.iter().filter(|m| m.generation > from) {
         apply(conn, m, now_ms)?;
+        applied += 1;
     }
-    Ok(())
+    let mut insert =
+        conn.prepare("INSERT OR IGNORE INTO procedures (method, generation) VALUES (?1, ?2)")?;
+    for (method, generations) in &menu.0 {
+        for g in generations {
+            insert.execute(rusqlite::params![method, g])?;
+        }
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('library_version', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [crate::protocol::LIBRARY_VERSION],
+    )?;
+    Ok(applied)
 }
 
 fn apply(conn: &Connection, m: &Migration, now_ms: i64) -> rusqlite::Result<()> {

@@ -39,6 +39,28 @@ pub struct OpenRequest {
     pub blob_threshold: usize,
     /// How long a write waits for other writers before giving up with `StorageError::Busy`.
     pub busy_timeout: Duration,
+    /// The procedures a new store supports (recorded at creation).
+    pub menu: crate::protocol::Menu,
+}
+
+/// What the file says about itself before a session starts: the handshake number, the library
+/// that last created or migrated it, its menu and its compatibility levels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandshake {
+    pub protocol: u32,
+    pub library_version: Option<String>,
+    pub menu: crate::protocol::Menu,
+    pub read_level: u32,
+    pub write_level: u32,
+    pub generation: u32,
+}
+
+/// What an explicit migration did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub from: u32,
+    pub to: u32,
+    pub applied: u32,
 }
 
 /// An open connection to a store file, in the store's mode.
@@ -73,13 +95,8 @@ impl Database {
                 return Err(OpenError::NotFound { path: path.clone() });
             }
             file::FileState::Missing | file::FileState::Empty => create(req)?,
-            file::FileState::Store { generation } if generation > FORMAT_GENERATION => {
-                return Err(OpenError::NewerFormat {
-                    path: path.clone(),
-                    found: generation,
-                    supported: FORMAT_GENERATION,
-                });
-            }
+            // A newer format generation is fine as long as its read level is one we read: the
+            // session handshake decides (see `handshake`).
             file::FileState::Store { .. } => {}
         }
         open_existing(req)
@@ -165,6 +182,99 @@ impl Database {
         let result = f(&self.conn);
         let _ = self.conn.execute_batch("COMMIT");
         result
+    }
+
+    /// Reads the handshake the file offers. A format-1 file predates the procedures table and
+    /// the levels: its menu is every method at generation 1, its levels 1.
+    pub fn handshake(&self) -> Result<FileHandshake, StorageError> {
+        let number = |key: &str, default: u32| -> Result<u32, StorageError> {
+            match self.meta(key)? {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    StorageError::Corrupt(format!("meta `{key}` is not a number: {v:?}"))
+                }),
+            }
+        };
+        let has_procedures: bool = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'procedures'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        let menu = if has_procedures {
+            let mut menu = crate::protocol::Menu::new();
+            let mut stmt = self
+                .conn
+                .prepare("SELECT method, generation FROM procedures")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+            for row in rows {
+                let (method, generation) = row?;
+                menu = menu.with(&method, [generation]);
+            }
+            menu
+        } else {
+            crate::protocol::procedures::format1_menu()
+        };
+        Ok(FileHandshake {
+            protocol: number("protocol", 1)?,
+            library_version: self.meta("library_version")?,
+            menu,
+            read_level: number("read_level", 1)?,
+            write_level: number("write_level", 1)?,
+            generation: self.generation,
+        })
+    }
+
+    /// Moves the store at `path` forward to this build's format generation and menu, in one
+    /// exclusive transaction. Never moves backwards: a newer store is refused unchanged.
+    pub fn migrate(
+        path: &Path,
+        menu: &crate::protocol::Menu,
+    ) -> Result<MigrationReport, OpenError> {
+        let generation = match file::inspect(path)? {
+            file::FileState::Store { generation } => generation,
+            _ => {
+                return Err(OpenError::NotFound {
+                    path: path.to_path_buf(),
+                })
+            }
+        };
+        if generation > FORMAT_GENERATION {
+            return Err(OpenError::NewerFormat {
+                path: path.to_path_buf(),
+                found: generation,
+                supported: FORMAT_GENERATION,
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_SLICE)?;
+        let started = Instant::now();
+        retry_busy(started, Duration::from_secs(60), || {
+            conn.execute_batch("BEGIN EXCLUSIVE")
+        })?;
+        let result = (|| -> Result<MigrationReport, OpenError> {
+            let from: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let applied = migrations::apply_from(&conn, from, now_ms(), menu)?;
+            Ok(MigrationReport {
+                from,
+                to: FORMAT_GENERATION.max(from),
+                applied,
+            })
+        })();
+        match result {
+            Ok(report) => {
+                retry_busy(started, Duration::from_secs(60), || {
+                    conn.execute_batch("COMMIT")
+                })?;
+                Ok(report)
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// One value from `meta`.
@@ -281,7 +391,7 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
                 reason: "another program created a database at this path".to_string(),
             });
         }
-        migrations::apply_all(&conn, now_ms())?;
+        migrations::apply_from(&conn, 0, now_ms(), &req.menu)?;
         let store_id = uuid::Uuid::new_v4().to_string();
         let mut insert = conn.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
         insert.execute(["mode", mode.as_str()])?;

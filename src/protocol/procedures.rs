@@ -1,0 +1,325 @@
+//! Every store operation as a procedure, with all its generations and their wire types.
+//!
+//! To change an operation: add a generation with a higher number whose wire type is the new
+//! model, and turn the old current generation into an explicit wire type with conversions (as
+//! `SchemaChangeV1` and `RecordV1` below). Never change the meaning of an existing generation:
+//! the golden samples in `tests/fixtures/wire/` pin them.
+
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+
+use super::{build_menu, Generation, Menu, Procedure, Wire};
+use crate::calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
+use crate::schema::{FamilyTag, FunctionSpec, FunctionTag, InputSpec, InputTag, SchemaChange};
+use crate::storage::catalog::LogEntry;
+use crate::value::{EncodedValue, ValueId};
+
+// ---- model types of requests that have no other home -------------------------------------------
+
+/// The code record a result ran with; 0 is the empty record (no code captured).
+pub type CodeKey = i64;
+
+/// Record one result of a bound call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRequest {
+    pub call: BoundCall,
+    pub outputs: Vec<EncodedValue>,
+    pub code: CodeKey,
+}
+
+/// A read-only question about recorded results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "snake_case")]
+pub enum Query {
+    Results {
+        function: FunctionTag,
+        inputs: Vec<InputTag>,
+        filter: Vec<(InputTag, ValueId)>,
+        limit: Option<usize>,
+    },
+    OfCall {
+        call_id: CallId,
+        functions: Vec<(FunctionTag, Vec<InputTag>)>,
+    },
+    Producers {
+        value: ValueId,
+        functions: Vec<(FunctionTag, Vec<InputTag>)>,
+    },
+    Conflicts {
+        function: Option<FunctionTag>,
+    },
+    Count {
+        function: FunctionTag,
+    },
+    Preview {
+        value: ValueId,
+    },
+}
+
+/// The answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", content = "rows", rename_all = "snake_case")]
+pub enum Answer {
+    Results(Vec<ResultRow>),
+    Conflicts(Vec<ConflictRow>),
+    Count(u64),
+    Preview(Option<String>),
+}
+
+// ---- the declarations ----------------------------------------------------------------------------
+
+/// Validate and apply one schema change; answers the new log sequence number (none for a retry).
+/// Generation 1 predates creating a version by family tag and claiming a freed name.
+pub static SCHEMA_CHANGE: LazyLock<Procedure<SchemaChange, Option<u64>>> = LazyLock::new(|| {
+    Procedure::new(
+        "schema.change",
+        vec![
+            Generation::new::<SchemaChangeV1, Option<u64>>(1),
+            Generation::new::<SchemaChange, Option<u64>>(2),
+        ],
+    )
+});
+
+/// Schema log entries after a sequence number.
+pub static SCHEMA_LOG: LazyLock<Procedure<u64, Vec<LogEntry>>> =
+    LazyLock::new(|| Procedure::new("schema.log", vec![Generation::new::<u64, Vec<LogEntry>>(1)]));
+
+/// Record one result. Generation 1 predates code records: it can only carry the empty one.
+pub static CALL_RECORD: LazyLock<Procedure<RecordRequest, RecordOutcome>> = LazyLock::new(|| {
+    Procedure::new(
+        "call.record",
+        vec![
+            Generation::new::<RecordV1, RecordOutcome>(1),
+            Generation::new::<RecordRequest, RecordOutcome>(2),
+        ],
+    )
+});
+
+/// Record many results in one transaction (a batch).
+pub static CALL_RECORD_BATCH: LazyLock<Procedure<Vec<RecordRequest>, Vec<RecordOutcome>>> =
+    LazyLock::new(|| {
+        Procedure::new(
+            "call.record_batch",
+            vec![
+                Generation::new::<Vec<RecordV1>, Vec<RecordOutcome>>(1),
+                Generation::new::<Vec<RecordRequest>, Vec<RecordOutcome>>(2),
+            ],
+        )
+    });
+
+/// The canonical outputs of the newest result of a call.
+pub static CALL_LOOKUP: LazyLock<Procedure<BoundCall, Option<Hit>>> = LazyLock::new(|| {
+    Procedure::new(
+        "call.lookup",
+        vec![Generation::new::<BoundCall, Option<Hit>>(1)],
+    )
+});
+
+/// Queries over recorded results.
+pub static CALL_QUERY: LazyLock<Procedure<Query, Answer>> =
+    LazyLock::new(|| Procedure::new("call.query", vec![Generation::new::<Query, Answer>(1)]));
+
+/// A stored value by id.
+pub static VALUE_GET: LazyLock<Procedure<ValueId, Option<EncodedValue>>> = LazyLock::new(|| {
+    Procedure::new(
+        "value.get",
+        vec![Generation::new::<ValueId, Option<EncodedValue>>(1)],
+    )
+});
+
+/// Every procedure this build declares, as (method, generations).
+pub fn declarations() -> Vec<(&'static str, Vec<u32>)> {
+    vec![
+        (SCHEMA_CHANGE.method, SCHEMA_CHANGE.versions()),
+        (SCHEMA_LOG.method, SCHEMA_LOG.versions()),
+        (CALL_RECORD.method, CALL_RECORD.versions()),
+        (CALL_RECORD_BATCH.method, CALL_RECORD_BATCH.versions()),
+        (CALL_LOOKUP.method, CALL_LOOKUP.versions()),
+        (CALL_QUERY.method, CALL_QUERY.versions()),
+        (VALUE_GET.method, VALUE_GET.versions()),
+    ]
+}
+
+/// This build's full menu.
+pub static LOCAL_MENU: LazyLock<Menu> =
+    LazyLock::new(|| build_menu(declarations()).expect("procedure declarations are consistent"));
+
+/// The menu a store file of format generation 1 supports: it predates the procedures table,
+/// and every operation it knew is generation 1.
+pub fn format1_menu() -> Menu {
+    let mut menu = Menu::new();
+    for (method, _) in declarations() {
+        menu = menu.with(method, [1]);
+    }
+    menu
+}
+
+// ---- generation 1 of schema.change ---------------------------------------------------------------
+
+/// One input of a create, as generation 1 sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputV1 {
+    pub name: String,
+    pub default: Option<EncodedValue>,
+}
+
+/// A schema change as generation 1 knows it: create by name only, no freed-name claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SchemaChangeV1 {
+    CreateFunction {
+        name: String,
+        version: u32,
+        inputs: Vec<InputV1>,
+        outputs: Vec<String>,
+    },
+    AddInput {
+        function: FunctionTag,
+        name: String,
+        default: Option<EncodedValue>,
+    },
+    RenameFunction {
+        family: FamilyTag,
+        to: String,
+    },
+    RenameInput {
+        input: InputTag,
+        to: String,
+    },
+}
+
+impl Wire<SchemaChange> for SchemaChangeV1 {
+    fn downgrade(model: &SchemaChange) -> Result<Self, String> {
+        Ok(match model {
+            SchemaChange::CreateFunction(spec) if spec.new_family => {
+                return Err(format!(
+                    "creating a new `{}` under a freed name would bind to the renamed function instead",
+                    spec.name
+                ));
+            }
+            SchemaChange::CreateFunction(spec) => SchemaChangeV1::CreateFunction {
+                name: spec.name.clone(),
+                version: spec.version,
+                inputs: spec
+                    .inputs
+                    .iter()
+                    .map(|i| InputV1 {
+                        name: i.name.clone(),
+                        default: i.default.clone(),
+                    })
+                    .collect(),
+                outputs: spec.outputs.clone(),
+            },
+            SchemaChange::CreateVersion {
+                family, version, ..
+            } => {
+                return Err(format!(
+                    "creating version {version} of family {family} by tag is unknown to generation 1, and by name it could land in another family"
+                ));
+            }
+            SchemaChange::AddInput {
+                function,
+                name,
+                default,
+            } => SchemaChangeV1::AddInput {
+                function: *function,
+                name: name.clone(),
+                default: default.clone(),
+            },
+            SchemaChange::RenameFunction { family, to } => SchemaChangeV1::RenameFunction {
+                family: *family,
+                to: to.clone(),
+            },
+            SchemaChange::RenameInput { input, to } => SchemaChangeV1::RenameInput {
+                input: *input,
+                to: to.clone(),
+            },
+        })
+    }
+
+    fn upgrade(self) -> SchemaChange {
+        match self {
+            SchemaChangeV1::CreateFunction {
+                name,
+                version,
+                inputs,
+                outputs,
+            } => SchemaChange::CreateFunction(FunctionSpec {
+                name,
+                version,
+                inputs: inputs
+                    .into_iter()
+                    .map(|i| InputSpec {
+                        name: i.name,
+                        default: i.default,
+                    })
+                    .collect(),
+                outputs,
+                new_family: false,
+            }),
+            SchemaChangeV1::AddInput {
+                function,
+                name,
+                default,
+            } => SchemaChange::AddInput {
+                function,
+                name,
+                default,
+            },
+            SchemaChangeV1::RenameFunction { family, to } => {
+                SchemaChange::RenameFunction { family, to }
+            }
+            SchemaChangeV1::RenameInput { input, to } => SchemaChange::RenameInput { input, to },
+        }
+    }
+}
+
+// ---- generation 1 of call.record -----------------------------------------------------------------
+
+/// A result as generation 1 sends it: no code record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordV1 {
+    pub function: FunctionTag,
+    pub call_id: CallId,
+    pub inputs: Vec<(InputTag, EncodedValue)>,
+    pub outputs: Vec<EncodedValue>,
+}
+
+impl Wire<RecordRequest> for RecordV1 {
+    fn downgrade(model: &RecordRequest) -> Result<Self, String> {
+        if model.code != 0 {
+            return Err("the result carries a code record, which generation 1 cannot send; dropping it would file the result under other code".to_string());
+        }
+        Ok(RecordV1 {
+            function: model.call.function,
+            call_id: model.call.call_id,
+            inputs: model.call.inputs.clone(),
+            outputs: model.outputs.clone(),
+        })
+    }
+
+    fn upgrade(self) -> RecordRequest {
+        let input_ids = self.inputs.iter().map(|(_, v)| v.id()).collect();
+        RecordRequest {
+            call: BoundCall {
+                function: self.function,
+                call_id: self.call_id,
+                inputs: self.inputs,
+                input_ids,
+            },
+            outputs: self.outputs,
+            code: 0,
+        }
+    }
+}
+
+impl Wire<Vec<RecordRequest>> for Vec<RecordV1> {
+    fn downgrade(model: &Vec<RecordRequest>) -> Result<Self, String> {
+        model.iter().map(RecordV1::downgrade).collect()
+    }
+
+    fn upgrade(self) -> Vec<RecordRequest> {
+        self.into_iter().map(RecordV1::upgrade).collect()
+    }
+}
