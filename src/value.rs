@@ -26,6 +26,9 @@
 //! - `dict` is a map whose entries are sorted by the encoded bytes of their keys. Keys with equal
 //!   encodings are collapsed and the **last inserted** entry wins, as in a Python dict literal.
 //!
+//! Heads and items are written and read with the `minicbor` crate; the rules above (and the
+//! strictness below, where minicbor's decoder is lenient) are enforced here on top of it.
+//!
 //! [`decode_canonical`] accepts exactly this encoding: non-minimal heads, indefinite lengths,
 //! unsorted or duplicate map keys and set members, non-preferred floats, other NaNs, unknown tags,
 //! simple values other than `false`/`true`/`null` and trailing bytes are all rejected. It never
@@ -36,9 +39,12 @@
 //!
 //! See [`NpyArray`] for the byte layout.
 
+use std::convert::Infallible;
 use std::fmt::{self, Write as _};
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+
+use minicbor::data::{Tag, Type};
 
 /// Tag for a Python `tuple`: an array of its items.
 ///
@@ -64,27 +70,7 @@ pub const MAX_DEPTH: usize = 512;
 /// The longest preview, in characters (not bytes).
 pub const PREVIEW_MAX_CHARS: usize = 80;
 
-const MAJOR_UNSIGNED: u8 = 0;
-const MAJOR_NEGATIVE: u8 = 1;
-const MAJOR_BYTES: u8 = 2;
-const MAJOR_TEXT: u8 = 3;
-const MAJOR_ARRAY: u8 = 4;
-const MAJOR_MAP: u8 = 5;
-const MAJOR_TAG: u8 = 6;
-const MAJOR_SIMPLE: u8 = 7;
-
-/// Additional-information values that announce a 1, 2, 4 or 8-byte argument.
-const INFO_U8: u8 = 24;
-const INFO_U16: u8 = 25;
-const INFO_U32: u8 = 26;
-const INFO_U64: u8 = 27;
-
-const CBOR_FALSE: u8 = 0xf4;
-const CBOR_TRUE: u8 = 0xf5;
-const CBOR_NULL: u8 = 0xf6;
-const CBOR_F16: u8 = 0xf9;
-const CBOR_F32: u8 = 0xfa;
-const CBOR_F64: u8 = 0xfb;
+/// The one NaN the codec writes and reads: binary16 `7e00` (a quiet NaN without payload).
 const CANONICAL_NAN_F16: u16 = 0x7e00;
 
 /// Everything that can go wrong turning bytes into values, codecs or ids.
@@ -448,9 +434,132 @@ fn be_u64(bytes: &[u8]) -> u64 {
         .fold(0_u64, |acc, &b| (acc << 8) | u64::from(b))
 }
 
+/// A non-negative `i64` as `u64` (`i64::cast_unsigned` is newer than our MSRV).
+#[allow(clippy::cast_sign_loss)]
+fn non_negative(n: i64) -> u64 {
+    debug_assert!(n >= 0);
+    n as u64
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encoding
 // ---------------------------------------------------------------------------------------------
+//
+// Every head and item is written by minicbor's `Encoder`, which always picks the shortest
+// argument (RFC 8949 §4.2.1) and only writes definite lengths through the methods used here.
+// What is canonical about the encoding is decided here: shortest float, one NaN, bignum
+// boundaries, the tuple and set tags and the order of set members and map entries.
+
+/// minicbor's `Encoder` over the output buffer, one method per head or item written.
+///
+/// Writing into the buffer cannot fail ([`Sink`]'s write error is `Infallible`) and the encoder
+/// methods used here raise no error of their own, so these methods return nothing.
+/// That also keeps minicbor's `Result`s out of the frames of the recursive functions below,
+/// which matters for deeply nested values in unoptimised builds.
+struct Writer<'a> {
+    enc: minicbor::Encoder<Sink<'a>>,
+}
+
+/// The output buffer as a `minicbor::encode::Write`. minicbor implements that trait for
+/// `Vec<u8>` itself, but not inline, so every head would cost a call into minicbor and a
+/// `memmove`; defined here, it is inlined and a head of a few bytes is copied in place.
+struct Sink<'a>(&'a mut Vec<u8>);
+
+impl minicbor::encode::Write for Sink<'_> {
+    type Error = Infallible;
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), Infallible> {
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+}
+
+/// Checks the result of one minicbor write; see [`Writer`].
+#[inline]
+fn written<T>(result: Result<T, minicbor::encode::Error<Infallible>>) {
+    if let Err(e) = result {
+        write_failed(&e);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn write_failed(e: &minicbor::encode::Error<Infallible>) -> ! {
+    unreachable!("writing CBOR into a Vec cannot fail: {e}")
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Writer<'a> {
+        Writer {
+            enc: minicbor::Encoder::new(Sink(out)),
+        }
+    }
+
+    /// How many bytes the buffer holds.
+    fn len(&self) -> usize {
+        self.enc.writer().0.len()
+    }
+
+    /// Appends items that minicbor has already written (into a scratch buffer).
+    fn items(&mut self, encoded: &[u8]) {
+        self.enc.writer_mut().0.extend_from_slice(encoded);
+    }
+
+    fn null(&mut self) {
+        written(self.enc.null());
+    }
+
+    fn bool(&mut self, b: bool) {
+        written(self.enc.bool(b));
+    }
+
+    fn u64(&mut self, n: u64) {
+        written(self.enc.u64(n));
+    }
+
+    fn i64(&mut self, n: i64) {
+        written(self.enc.i64(n));
+    }
+
+    /// An integer in `[-2^64, -1]`, which minicbor writes as major type 1.
+    fn negative(&mut self, n: i128) {
+        debug_assert!((-(1_i128 << 64)..0).contains(&n));
+        written(self.enc.i128(n));
+    }
+
+    fn f16(&mut self, x: f32) {
+        written(self.enc.f16(x));
+    }
+
+    fn f32(&mut self, x: f32) {
+        written(self.enc.f32(x));
+    }
+
+    fn f64(&mut self, x: f64) {
+        written(self.enc.f64(x));
+    }
+
+    fn str(&mut self, s: &str) {
+        written(self.enc.str(s));
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        written(self.enc.bytes(b));
+    }
+
+    fn tag(&mut self, tag: u64) {
+        written(self.enc.tag(Tag::new(tag)));
+    }
+
+    fn array(&mut self, len: usize) {
+        written(self.enc.array(len as u64));
+    }
+
+    fn map(&mut self, len: usize) {
+        written(self.enc.map(len as u64));
+    }
+}
 
 /// The canonical `cbor` encoding of `value`; see the module documentation.
 #[must_use]
@@ -463,77 +572,36 @@ pub fn encode_canonical(value: &Value) -> Vec<u8> {
 /// Appends the canonical encoding of `value` to `out`. Scalars, lists and tuples are written
 /// straight into `out`; only sets and dicts use a temporary buffer, to sort their members.
 pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
+    write_value(value, &mut Writer::new(out));
+}
+
+fn write_value(value: &Value, w: &mut Writer<'_>) {
     match value {
-        Value::None => out.push(CBOR_NULL),
-        Value::Bool(false) => out.push(CBOR_FALSE),
-        Value::Bool(true) => out.push(CBOR_TRUE),
-        Value::Int(n) => encode_i64(*n, out),
-        Value::BigInt(b) => encode_bigint(b, out),
-        Value::Float(x) => encode_f64(*x, out),
-        Value::Str(s) => {
-            write_head(MAJOR_TEXT, s.len() as u64, out);
-            out.extend_from_slice(s.as_bytes());
-        }
-        Value::Bytes(b) => {
-            write_head(MAJOR_BYTES, b.len() as u64, out);
-            out.extend_from_slice(b);
-        }
-        Value::List(items) => encode_array(items, out),
+        Value::None => w.null(),
+        Value::Bool(b) => w.bool(*b),
+        Value::Int(n) => w.i64(*n),
+        Value::BigInt(b) => write_bigint(b, w),
+        Value::Float(x) => write_f64(*x, w),
+        Value::Str(s) => w.str(s),
+        Value::Bytes(b) => w.bytes(b),
+        Value::List(items) => write_array(items, w),
         Value::Tuple(items) => {
-            write_head(MAJOR_TAG, TAG_TUPLE, out);
-            encode_array(items, out);
+            w.tag(TAG_TUPLE);
+            write_array(items, w);
         }
         Value::Set(items) => {
-            write_head(MAJOR_TAG, TAG_SET, out);
-            encode_sorted_members(items, out);
+            w.tag(TAG_SET);
+            write_sorted_members(items, w);
         }
         Value::FrozenSet(items) => {
-            write_head(MAJOR_TAG, TAG_FROZENSET, out);
-            encode_sorted_members(items, out);
+            w.tag(TAG_FROZENSET);
+            write_sorted_members(items, w);
         }
-        Value::Dict(entries) => encode_map(entries, out),
+        Value::Dict(entries) => write_map(entries, w),
     }
 }
 
-/// Writes the head of a data item with the shortest argument (RFC 8949 §4.2.1).
-#[inline]
-// The casts are exact: each branch has checked that `arg` fits.
-#[allow(clippy::cast_possible_truncation)]
-fn write_head(major: u8, arg: u64, out: &mut Vec<u8>) {
-    let m = major << 5;
-    if arg < 24 {
-        out.push(m | arg as u8);
-    } else if arg <= 0xff {
-        out.extend_from_slice(&[m | INFO_U8, arg as u8]);
-    } else if arg <= 0xffff {
-        out.push(m | INFO_U16);
-        out.extend_from_slice(&(arg as u16).to_be_bytes());
-    } else if arg <= 0xffff_ffff {
-        out.push(m | INFO_U32);
-        out.extend_from_slice(&(arg as u32).to_be_bytes());
-    } else {
-        out.push(m | INFO_U64);
-        out.extend_from_slice(&arg.to_be_bytes());
-    }
-}
-
-#[inline]
-fn encode_i64(n: i64, out: &mut Vec<u8>) {
-    match u64::try_from(n) {
-        Ok(u) => write_head(MAJOR_UNSIGNED, u, out),
-        // For negative n, -1 - n == !n, which is non-negative.
-        Err(_) => write_head(MAJOR_NEGATIVE, non_negative(!n), out),
-    }
-}
-
-/// A non-negative `i64` as `u64` (`i64::cast_unsigned` is newer than our MSRV).
-#[allow(clippy::cast_sign_loss)]
-fn non_negative(n: i64) -> u64 {
-    debug_assert!(n >= 0);
-    n as u64
-}
-
-fn encode_bigint(b: &BigInt, out: &mut Vec<u8>) {
+fn write_bigint(b: &BigInt, w: &mut Writer<'_>) {
     // Work on the value, not on the invariant, so that the bytes are right however the
     // magnitude was built.
     let start = b
@@ -544,11 +612,10 @@ fn encode_bigint(b: &BigInt, out: &mut Vec<u8>) {
     let magnitude = &b.magnitude[start..];
     if !b.negative || magnitude.is_empty() {
         if magnitude.len() <= 8 {
-            write_head(MAJOR_UNSIGNED, be_u64(magnitude), out);
+            w.u64(be_u64(magnitude));
         } else {
-            write_head(MAJOR_TAG, TAG_POSITIVE_BIGNUM, out);
-            write_head(MAJOR_BYTES, magnitude.len() as u64, out);
-            out.extend_from_slice(magnitude);
+            w.tag(TAG_POSITIVE_BIGNUM);
+            w.bytes(magnitude);
         }
         return;
     }
@@ -565,38 +632,32 @@ fn encode_bigint(b: &BigInt, out: &mut Vec<u8>) {
     let start = arg.iter().position(|&x| x != 0).unwrap_or(arg.len());
     let arg = &arg[start..];
     if arg.len() <= 8 {
-        write_head(MAJOR_NEGATIVE, be_u64(arg), out);
+        w.negative(-1 - i128::from(be_u64(arg)));
     } else {
-        write_head(MAJOR_TAG, TAG_NEGATIVE_BIGNUM, out);
-        write_head(MAJOR_BYTES, arg.len() as u64, out);
-        out.extend_from_slice(arg);
+        w.tag(TAG_NEGATIVE_BIGNUM);
+        w.bytes(arg);
     }
 }
 
-#[inline]
-fn encode_f64(x: f64, out: &mut Vec<u8>) {
+fn write_f64(x: f64, w: &mut Writer<'_>) {
     if x.is_nan() {
-        out.push(CBOR_F16);
-        out.extend_from_slice(&CANONICAL_NAN_F16.to_be_bytes());
+        // minicbor (through `half`) writes the quiet NaN as f97e00, the one canonical NaN.
+        w.f16(f32::NAN);
         return;
     }
     #[allow(clippy::cast_possible_truncation)]
     let single = x as f32;
     if f64::from(single).to_bits() != x.to_bits() {
-        out.push(CBOR_F64);
-        out.extend_from_slice(&x.to_bits().to_be_bytes());
-        return;
-    }
-    if let Some(half) = f32_to_f16_exact(single) {
-        out.push(CBOR_F16);
-        out.extend_from_slice(&half.to_be_bytes());
+        w.f64(x);
+    } else if f32_to_f16_exact(single).is_some() {
+        // Exact, so minicbor's round-to-nearest conversion to binary16 does not round.
+        w.f16(single);
     } else {
-        out.push(CBOR_F32);
-        out.extend_from_slice(&single.to_bits().to_be_bytes());
+        w.f32(single);
     }
 }
 
-/// The binary16 bits of `x` if binary16 holds `x` exactly (NaN excluded).
+/// Whether binary16 holds `x` exactly (NaN excluded), and its bits if so.
 fn f32_to_f16_exact(x: f32) -> Option<u16> {
     let bits = x.to_bits();
     #[allow(clippy::cast_possible_truncation)]
@@ -638,71 +699,60 @@ fn f32_to_f16_exact(x: f32) -> Option<u16> {
     None
 }
 
-fn f16_to_f64(half: u16) -> f64 {
-    let negative = half & 0x8000 != 0;
-    let exponent = (half >> 10) & 0x1f;
-    let mantissa = f64::from(half & 0x3ff);
-    let magnitude = match exponent {
-        0 => mantissa * 2f64.powi(-24),
-        31 if mantissa == 0.0 => f64::INFINITY,
-        31 => f64::NAN,
-        _ => (1.0 + mantissa / 1024.0) * 2f64.powi(i32::from(exponent) - 15),
-    };
-    if negative {
-        -magnitude
-    } else {
-        magnitude
-    }
-}
-
-fn encode_array(items: &[Value], out: &mut Vec<u8>) {
-    write_head(MAJOR_ARRAY, items.len() as u64, out);
+fn write_array(items: &[Value], w: &mut Writer<'_>) {
+    w.array(items.len());
     for item in items {
-        encode_into(item, out);
+        write_value(item, w);
     }
 }
 
 /// Encodes `items` into one scratch buffer, sorts the encodings bytewise, drops duplicates and
 /// writes the array.
-fn encode_sorted_members(items: &[Value], out: &mut Vec<u8>) {
+fn write_sorted_members(items: &[Value], w: &mut Writer<'_>) {
     if items.len() <= 1 {
-        encode_array(items, out);
+        write_array(items, w);
         return;
     }
     let mut scratch = Vec::with_capacity(items.len() * 4);
     let mut spans = Vec::with_capacity(items.len());
-    for item in items {
-        let start = scratch.len();
-        encode_into(item, &mut scratch);
-        spans.push((start, scratch.len()));
+    {
+        let mut members = Writer::new(&mut scratch);
+        for item in items {
+            let start = members.len();
+            write_value(item, &mut members);
+            spans.push((start, members.len()));
+        }
     }
     spans.sort_unstable_by(|a, b| scratch[a.0..a.1].cmp(&scratch[b.0..b.1]));
     spans.dedup_by(|a, b| scratch[a.0..a.1] == scratch[b.0..b.1]);
-    write_head(MAJOR_ARRAY, spans.len() as u64, out);
+    w.array(spans.len());
     for (start, end) in spans {
-        out.extend_from_slice(&scratch[start..end]);
+        w.items(&scratch[start..end]);
     }
 }
 
 /// Sorts entries by the encoding of their keys; of entries with equal keys the last one wins.
-fn encode_map(entries: &[(Value, Value)], out: &mut Vec<u8>) {
+fn write_map(entries: &[(Value, Value)], w: &mut Writer<'_>) {
     if entries.len() <= 1 {
-        write_head(MAJOR_MAP, entries.len() as u64, out);
+        w.map(entries.len());
         for (k, v) in entries {
-            encode_into(k, out);
-            encode_into(v, out);
+            write_value(k, w);
+            write_value(v, w);
         }
         return;
     }
     let mut scratch = Vec::with_capacity(entries.len() * 8);
     // (key start, key end = value start, value end)
     let mut spans = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        let start = scratch.len();
-        encode_into(k, &mut scratch);
-        let middle = scratch.len();
-        encode_into(v, &mut scratch);
-        spans.push((start, middle, scratch.len()));
+    {
+        let mut items = Writer::new(&mut scratch);
+        for (k, v) in entries {
+            let start = items.len();
+            write_value(k, &mut items);
+            let middle = items.len();
+            write_value(v, &mut items);
+            spans.push((start, middle, items.len()));
+        }
     }
     // Stable, so equal keys stay in insertion order and the last of each run is the newest.
     spans.sort_by(|a, b| scratch[a.0..a.1].cmp(&scratch[b.0..b.1]));
@@ -713,15 +763,22 @@ fn encode_map(entries: &[(Value, Value)], out: &mut Vec<u8>) {
             _ => kept.push(span),
         }
     }
-    write_head(MAJOR_MAP, kept.len() as u64, out);
+    w.map(kept.len());
     for (start, _, end) in kept {
-        out.extend_from_slice(&scratch[start..end]);
+        w.items(&scratch[start..end]);
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Decoding
 // ---------------------------------------------------------------------------------------------
+//
+// Items are read by minicbor's `Decoder`. It is lenient where canonical CBOR is strict: it
+// accepts arguments wider than needed, so every head's width is checked against its argument
+// (from the decoder's position before and after the head); its `datatype` tells indefinite
+// lengths, reserved additional information, breaks and simple values apart, and those are
+// rejected here before minicbor is asked to read them. Lengths are checked against the input
+// that is left before anything is allocated.
 
 /// Decodes a canonical `cbor` encoding, rejecting anything [`encode_canonical`] would not
 /// produce. Sets come back sorted and dicts in key order, so `decode_canonical(&v.encode())`
@@ -731,219 +788,364 @@ fn encode_map(entries: &[(Value, Value)], out: &mut Vec<u8>) {
 ///
 /// A [`ValueError`] naming the first problem and its byte offset.
 pub fn decode_canonical(bytes: &[u8]) -> Result<Value, ValueError> {
-    let mut decoder = Decoder { buf: bytes, pos: 0 };
-    let value = decoder.item(0)?;
-    if decoder.pos != bytes.len() {
+    let mut reader = Reader {
+        dec: minicbor::Decoder::new(bytes),
+    };
+    let value = reader.item(0)?;
+    let end = reader.dec.position();
+    if end != bytes.len() {
         return Err(ValueError::TrailingBytes {
-            count: bytes.len() - decoder.pos,
+            count: bytes.len().saturating_sub(end),
         });
     }
     Ok(value)
 }
 
-struct Decoder<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// The length of a head whose argument is `arg`, in its shortest form.
+fn shortest_head_len(arg: u64) -> usize {
+    match arg {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
 }
 
-impl<'a> Decoder<'a> {
+/// The length of the head that starts with `initial` (additional information 0..=27).
+fn head_len(initial: u8) -> usize {
+    match initial & 0x1f {
+        24 => 2,
+        25 => 3,
+        26 => 5,
+        27 => 9,
+        _ => 1,
+    }
+}
+
+struct Reader<'b> {
+    dec: minicbor::Decoder<'b>,
+}
+
+impl<'b> Reader<'b> {
+    fn input(&self) -> &'b [u8] {
+        self.dec.input()
+    }
+
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.input().len().saturating_sub(self.dec.position())
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
-        if n > self.remaining() {
-            return Err(ValueError::UnexpectedEnd {
-                offset: self.buf.len(),
-            });
+    fn truncated(&self) -> ValueError {
+        ValueError::UnexpectedEnd {
+            offset: self.input().len(),
         }
-        let slice = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(slice)
     }
 
-    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], ValueError> {
-        let slice = self.take(N)?;
-        let mut array = [0; N];
-        array.copy_from_slice(slice);
-        Ok(array)
-    }
-
-    /// Reads the argument of a head whose initial byte (at `offset`) has already been consumed.
-    fn argument(&mut self, offset: usize, info: u8) -> Result<u64, ValueError> {
-        let (arg, minimum) = match info {
-            0..=23 => return Ok(u64::from(info)),
-            24 => (u64::from(self.take_array::<1>()?[0]), 24),
-            25 => (u64::from(u16::from_be_bytes(self.take_array()?)), 0x100),
-            26 => (u64::from(u32::from_be_bytes(self.take_array()?)), 0x1_0000),
-            27 => (u64::from_be_bytes(self.take_array()?), 0x1_0000_0000),
-            31 => return Err(ValueError::IndefiniteLength { offset }),
-            _ => {
-                return Err(ValueError::Unsupported {
-                    offset,
-                    reason: "reserved additional information",
-                })
+    /// Maps a minicbor error. After the type checks here the only one it can report is the end
+    /// of the input; anything else is reported as an unsupported item rather than trusted.
+    fn error(&self, e: &minicbor::decode::Error, offset: usize) -> ValueError {
+        if e.is_end_of_input() {
+            self.truncated()
+        } else {
+            ValueError::Unsupported {
+                offset,
+                reason: "malformed item",
             }
-        };
-        if arg < minimum {
-            return Err(ValueError::NonCanonical {
+        }
+    }
+
+    fn datatype(&self, offset: usize) -> Result<Type, ValueError> {
+        self.dec.datatype().map_err(|e| self.error(&e, offset))
+    }
+
+    /// Rejects a head at `offset..head_end` whose argument `arg` would fit a shorter head.
+    fn check_head(offset: usize, head_end: usize, arg: u64) -> Result<(), ValueError> {
+        if head_end.checked_sub(offset) == Some(shortest_head_len(arg)) {
+            Ok(())
+        } else {
+            Err(ValueError::NonCanonical {
                 offset,
                 reason: "argument not in its shortest form",
-            });
+            })
         }
-        Ok(arg)
     }
 
-    fn length(&mut self, offset: usize, info: u8) -> Result<usize, ValueError> {
-        let n = self.argument(offset, info)?;
-        // A length can never exceed what is left, so this also rules out absurd headers.
-        match usize::try_from(n) {
-            Ok(n) if n <= self.remaining() => Ok(n),
-            _ => Err(ValueError::UnexpectedEnd {
-                offset: self.buf.len(),
-            }),
+    /// Reads a definite byte string (the datatype has been checked).
+    fn byte_string(&mut self, offset: usize) -> Result<&'b [u8], ValueError> {
+        // Besides the end of the input, minicbor only fails a length that does not fit a
+        // `usize`, which the input cannot hold either.
+        let content = self.dec.bytes().map_err(|_| self.truncated())?;
+        let head_end = self.dec.position() - content.len();
+        Self::check_head(offset, head_end, content.len() as u64)?;
+        Ok(content)
+    }
+
+    /// Reads a definite text string (the datatype has been checked).
+    fn text_string(&mut self, offset: usize) -> Result<&'b str, ValueError> {
+        match self.dec.str() {
+            Ok(text) => {
+                let head_end = self.dec.position() - text.len();
+                Self::check_head(offset, head_end, text.len() as u64)?;
+                Ok(text)
+            }
+            Err(e) if e.is_end_of_input() => Err(self.truncated()),
+            Err(_) => {
+                // Either the content was read and is not UTF-8, or (where `usize` is narrower
+                // than 64 bits) the length does not fit a `usize` and nothing was read.
+                let initial = self.input().get(offset).copied().unwrap_or(0);
+                if self.dec.position() > offset + head_len(initial) {
+                    Err(ValueError::InvalidUtf8 { offset })
+                } else {
+                    Err(self.truncated())
+                }
+            }
         }
+    }
+
+    /// Refuses to open a container at `depth` or deeper than [`MAX_DEPTH`].
+    fn enter(depth: usize) -> Result<(), ValueError> {
+        if depth >= MAX_DEPTH {
+            Err(ValueError::TooDeep { limit: MAX_DEPTH })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The element count of an array or map whose head (at `offset`) minicbor has just read,
+    /// checked for a definite length, its shortest form, and against the input that is left
+    /// (each element takes at least `bytes_per_element` bytes).
+    fn definite_length(
+        &self,
+        offset: usize,
+        len: Option<u64>,
+        bytes_per_element: usize,
+    ) -> Result<usize, ValueError> {
+        let Some(n) = len else {
+            return Err(ValueError::IndefiniteLength { offset });
+        };
+        Self::check_head(offset, self.dec.position(), n)?;
+        match usize::try_from(n) {
+            Ok(n) if n <= self.remaining() / bytes_per_element => Ok(n),
+            _ => Err(self.truncated()),
+        }
+    }
+
+    // The heads of containers are read outside the recursive functions, so that minicbor's
+    // errors take no room in their frames.
+
+    /// Reads the head of the array at `offset`, opened at `depth`: its element count.
+    fn array_head(&mut self, offset: usize, depth: usize) -> Result<usize, ValueError> {
+        Self::enter(depth)?;
+        let len = self.dec.array().map_err(|e| self.error(&e, offset))?;
+        self.definite_length(offset, len, 1)
+    }
+
+    /// Reads the head of the map at `offset`, opened at `depth`: its entry count.
+    fn map_head(&mut self, offset: usize, depth: usize) -> Result<usize, ValueError> {
+        Self::enter(depth)?;
+        let len = self.dec.map().map_err(|e| self.error(&e, offset))?;
+        self.definite_length(offset, len, 2)
+    }
+
+    /// Reads the tag head at `offset`: the tag number.
+    fn tag_head(&mut self, offset: usize) -> Result<u64, ValueError> {
+        let tag = self.dec.tag().map_err(|e| self.error(&e, offset))?.as_u64();
+        Self::check_head(offset, self.dec.position(), tag)?;
+        Ok(tag)
     }
 
     fn item(&mut self, depth: usize) -> Result<Value, ValueError> {
-        let offset = self.pos;
-        let initial = self.take_array::<1>()?[0];
-        let major = initial >> 5;
-        let info = initial & 0x1f;
-        match major {
-            MAJOR_UNSIGNED => {
-                let n = self.argument(offset, info)?;
+        let offset = self.dec.position();
+        match self.datatype(offset)? {
+            Type::Array | Type::ArrayIndef => self.array(offset, depth),
+            Type::Map | Type::MapIndef => self.map(offset, depth),
+            Type::Tag => self.tagged(offset, depth),
+            other => self.scalar(offset, other),
+        }
+    }
+
+    /// Any item but an array, a map or a tag, whose datatype minicbor has named.
+    fn scalar(&mut self, offset: usize, datatype: Type) -> Result<Value, ValueError> {
+        match datatype {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
+                let n = self.dec.u64().map_err(|e| self.error(&e, offset))?;
+                Self::check_head(offset, self.dec.position(), n)?;
                 Ok(match i64::try_from(n) {
                     Ok(small) => Value::Int(small),
                     Err(_) => Value::from_sign_magnitude(false, &n.to_be_bytes()),
                 })
             }
-            MAJOR_NEGATIVE => {
-                let n = self.argument(offset, info)?;
-                Ok(Value::from_i128(-1 - i128::from(n)))
+            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
+                let n = i128::from(self.dec.int().map_err(|e| self.error(&e, offset))?);
+                // Major type 1 holds -1 - arg, so arg = -1 - n, in 0..2^64.
+                let arg = u64::try_from(-1 - n).map_err(|_| ValueError::Unsupported {
+                    offset,
+                    reason: "malformed item",
+                })?;
+                Self::check_head(offset, self.dec.position(), arg)?;
+                Ok(Value::from_i128(n))
             }
-            MAJOR_BYTES => {
-                let len = self.length(offset, info)?;
-                Ok(Value::Bytes(self.take(len)?.to_vec()))
+            Type::Bytes => Ok(Value::Bytes(self.byte_string(offset)?.to_vec())),
+            Type::String => Ok(Value::Str(self.text_string(offset)?.to_owned())),
+            Type::BytesIndef | Type::StringIndef => Err(ValueError::IndefiniteLength { offset }),
+            Type::Bool => Ok(Value::Bool(
+                self.dec.bool().map_err(|e| self.error(&e, offset))?,
+            )),
+            Type::Null => {
+                self.dec.null().map_err(|e| self.error(&e, offset))?;
+                Ok(Value::None)
             }
-            MAJOR_TEXT => {
-                let len = self.length(offset, info)?;
-                let raw = self.take(len)?;
-                match std::str::from_utf8(raw) {
-                    Ok(s) => Ok(Value::Str(s.to_owned())),
-                    Err(_) => Err(ValueError::InvalidUtf8 { offset }),
-                }
-            }
-            MAJOR_ARRAY => {
-                let len = self.container_length(offset, info, depth, 1)?;
-                let mut items = Vec::with_capacity(len);
-                for _ in 0..len {
-                    items.push(self.item(depth + 1)?);
-                }
-                Ok(Value::List(items))
-            }
-            MAJOR_MAP => self.map(offset, info, depth),
-            MAJOR_TAG => self.tagged(offset, info, depth),
-            MAJOR_SIMPLE..=u8::MAX => self.simple(offset, info),
-        }
-    }
-
-    /// The element count of an array or map, checked against the input that is left (each
-    /// element takes at least one byte) and the depth limit.
-    fn container_length(
-        &mut self,
-        offset: usize,
-        info: u8,
-        depth: usize,
-        bytes_per_element: usize,
-    ) -> Result<usize, ValueError> {
-        if depth >= MAX_DEPTH {
-            return Err(ValueError::TooDeep { limit: MAX_DEPTH });
-        }
-        let n = self.argument(offset, info)?;
-        match usize::try_from(n) {
-            Ok(n) if n <= self.remaining() / bytes_per_element => Ok(n),
-            _ => Err(ValueError::UnexpectedEnd {
-                offset: self.buf.len(),
-            }),
-        }
-    }
-
-    fn map(&mut self, offset: usize, info: u8, depth: usize) -> Result<Value, ValueError> {
-        let len = self.container_length(offset, info, depth, 2)?;
-        let mut entries = Vec::with_capacity(len);
-        let mut previous_key: Option<(usize, usize)> = None;
-        for _ in 0..len {
-            let key_start = self.pos;
-            let key = self.item(depth + 1)?;
-            let key_span = (key_start, self.pos);
-            if let Some(prev) = previous_key {
-                if self.buf[prev.0..prev.1] >= self.buf[key_span.0..key_span.1] {
+            Type::F16 => {
+                let half = self.dec.f16().map_err(|e| self.error(&e, offset))?;
+                // minicbor returns the value, not its bits: the one canonical NaN, f97e00, is
+                // checked on the input.
+                let raw = self.input().get(offset + 1..offset + 3);
+                if half.is_nan() && raw != Some(&CANONICAL_NAN_F16.to_be_bytes()[..]) {
                     return Err(ValueError::NonCanonical {
-                        offset: key_start,
-                        reason: "map keys not in strictly increasing bytewise order",
+                        offset,
+                        reason: "NaN other than f97e00",
                     });
                 }
+                Ok(Value::Float(f64::from(half)))
             }
-            previous_key = Some(key_span);
+            Type::F32 => {
+                let single = self.dec.f32().map_err(|e| self.error(&e, offset))?;
+                if single.is_nan() || f32_to_f16_exact(single).is_some() {
+                    return Err(ValueError::NonCanonical {
+                        offset,
+                        reason: "float not in its shortest exact form",
+                    });
+                }
+                Ok(Value::Float(f64::from(single)))
+            }
+            Type::F64 => {
+                let x = self.dec.f64().map_err(|e| self.error(&e, offset))?;
+                #[allow(clippy::cast_possible_truncation)]
+                let fits_f32 = f64::from(x as f32).to_bits() == x.to_bits();
+                if x.is_nan() || fits_f32 {
+                    return Err(ValueError::NonCanonical {
+                        offset,
+                        reason: "float not in its shortest exact form",
+                    });
+                }
+                Ok(Value::Float(x))
+            }
+            Type::Undefined | Type::Simple => Err(ValueError::Unsupported {
+                offset,
+                reason: "simple value other than false, true and null",
+            }),
+            Type::Break => Err(ValueError::Unsupported {
+                offset,
+                reason: "break outside an indefinite-length item",
+            }),
+            // minicbor names no type for additional information 28..=31 of major types 0, 1
+            // and 6, nor for 28..=30 of the others.
+            Type::Unknown(initial) if initial & 0x1f == 31 => {
+                Err(ValueError::IndefiniteLength { offset })
+            }
+            Type::Unknown(initial) if initial >> 5 == 7 => Err(ValueError::Unsupported {
+                offset,
+                reason: "simple value other than false, true and null",
+            }),
+            Type::Unknown(_) => Err(ValueError::Unsupported {
+                offset,
+                reason: "reserved additional information",
+            }),
+            Type::Array | Type::ArrayIndef | Type::Map | Type::MapIndef | Type::Tag => {
+                Err(ValueError::Unsupported {
+                    offset,
+                    reason: "container where a scalar was expected",
+                })
+            }
+        }
+    }
+
+    fn array(&mut self, offset: usize, depth: usize) -> Result<Value, ValueError> {
+        let len = self.array_head(offset, depth)?;
+        let mut items = Vec::with_capacity(len);
+        for _ in 0..len {
+            items.push(self.item(depth + 1)?);
+        }
+        Ok(Value::List(items))
+    }
+
+    fn map(&mut self, offset: usize, depth: usize) -> Result<Value, ValueError> {
+        let len = self.map_head(offset, depth)?;
+        let mut entries = Vec::with_capacity(len);
+        let mut previous_key: Option<&'b [u8]> = None;
+        for _ in 0..len {
+            let key_start = self.dec.position();
+            let key = self.item(depth + 1)?;
+            let key_bytes = &self.input()[key_start..self.dec.position()];
+            if previous_key.is_some_and(|prev| prev >= key_bytes) {
+                return Err(ValueError::NonCanonical {
+                    offset: key_start,
+                    reason: "map keys not in strictly increasing bytewise order",
+                });
+            }
+            previous_key = Some(key_bytes);
             let value = self.item(depth + 1)?;
             entries.push((key, value));
         }
         Ok(Value::Dict(entries))
     }
 
-    fn tagged(&mut self, offset: usize, info: u8, depth: usize) -> Result<Value, ValueError> {
-        let tag = self.argument(offset, info)?;
+    fn tagged(&mut self, offset: usize, depth: usize) -> Result<Value, ValueError> {
+        let tag = self.tag_head(offset)?;
         match tag {
             TAG_POSITIVE_BIGNUM | TAG_NEGATIVE_BIGNUM => self.bignum(offset, tag),
-            TAG_TUPLE | TAG_SET | TAG_FROZENSET => {
-                let inner = self.pos;
-                let initial = self.take_array::<1>()?[0];
-                if initial >> 5 != MAJOR_ARRAY {
-                    return Err(ValueError::Unsupported {
-                        offset: inner,
-                        reason: "tuple, set and frozenset tags must wrap an array",
-                    });
-                }
-                let len = self.container_length(inner, initial & 0x1f, depth, 1)?;
-                let mut items = Vec::with_capacity(len);
-                let mut previous: Option<(usize, usize)> = None;
-                for _ in 0..len {
-                    let start = self.pos;
-                    items.push(self.item(depth + 1)?);
-                    if tag != TAG_TUPLE {
-                        if let Some(prev) = previous {
-                            if self.buf[prev.0..prev.1] >= self.buf[start..self.pos] {
-                                return Err(ValueError::NonCanonical {
-                                    offset: start,
-                                    reason: "set members not in strictly increasing bytewise order",
-                                });
-                            }
-                        }
-                        previous = Some((start, self.pos));
-                    }
-                }
-                Ok(match tag {
-                    TAG_TUPLE => Value::Tuple(items),
-                    TAG_SET => Value::Set(items),
-                    _ => Value::FrozenSet(items),
-                })
-            }
+            TAG_TUPLE | TAG_SET | TAG_FROZENSET => self.collection(tag, depth),
             _ => Err(ValueError::UnknownTag { offset, tag }),
         }
     }
 
-    fn bignum(&mut self, offset: usize, tag: u64) -> Result<Value, ValueError> {
-        let inner = self.pos;
-        let initial = self.take_array::<1>()?[0];
-        if initial >> 5 != MAJOR_BYTES {
+    /// The array inside a tuple, set or frozenset tag.
+    fn collection(&mut self, tag: u64, depth: usize) -> Result<Value, ValueError> {
+        let inner = self.dec.position();
+        if !matches!(self.datatype(inner)?, Type::Array | Type::ArrayIndef) {
             return Err(ValueError::Unsupported {
                 offset: inner,
-                reason: "a bignum tag must wrap a byte string",
+                reason: "tuple, set and frozenset tags must wrap an array",
             });
         }
-        let len = self.length(inner, initial & 0x1f)?;
-        let content = self.take(len)?;
+        let len = self.array_head(inner, depth)?;
+        let mut items = Vec::with_capacity(len);
+        let mut previous: Option<&'b [u8]> = None;
+        for _ in 0..len {
+            let start = self.dec.position();
+            items.push(self.item(depth + 1)?);
+            if tag != TAG_TUPLE {
+                let member = &self.input()[start..self.dec.position()];
+                if previous.is_some_and(|prev| prev >= member) {
+                    return Err(ValueError::NonCanonical {
+                        offset: start,
+                        reason: "set members not in strictly increasing bytewise order",
+                    });
+                }
+                previous = Some(member);
+            }
+        }
+        Ok(match tag {
+            TAG_TUPLE => Value::Tuple(items),
+            TAG_SET => Value::Set(items),
+            _ => Value::FrozenSet(items),
+        })
+    }
+
+    fn bignum(&mut self, offset: usize, tag: u64) -> Result<Value, ValueError> {
+        let inner = self.dec.position();
+        match self.datatype(inner)? {
+            Type::Bytes => {}
+            Type::BytesIndef => return Err(ValueError::IndefiniteLength { offset: inner }),
+            _ => {
+                return Err(ValueError::Unsupported {
+                    offset: inner,
+                    reason: "a bignum tag must wrap a byte string",
+                })
+            }
+        }
+        let content = self.byte_string(inner)?;
         // Canonical bignums are exactly the integers that major types 0/1 cannot hold:
         // a content of more than 8 bytes without a leading zero.
         if content.len() <= 8 || content[0] == 0 {
@@ -976,55 +1178,6 @@ impl<'a> Decoder<'a> {
             negative: true,
             magnitude,
         }))
-    }
-
-    fn simple(&mut self, offset: usize, info: u8) -> Result<Value, ValueError> {
-        match info {
-            20 => Ok(Value::Bool(false)),
-            21 => Ok(Value::Bool(true)),
-            22 => Ok(Value::None),
-            25 => {
-                let half = u16::from_be_bytes(self.take_array()?);
-                let x = f16_to_f64(half);
-                if x.is_nan() && half != CANONICAL_NAN_F16 {
-                    return Err(ValueError::NonCanonical {
-                        offset,
-                        reason: "NaN other than f97e00",
-                    });
-                }
-                Ok(Value::Float(x))
-            }
-            26 => {
-                let single = f32::from_bits(u32::from_be_bytes(self.take_array()?));
-                if single.is_nan() || f32_to_f16_exact(single).is_some() {
-                    return Err(ValueError::NonCanonical {
-                        offset,
-                        reason: "float not in its shortest exact form",
-                    });
-                }
-                Ok(Value::Float(f64::from(single)))
-            }
-            27 => {
-                let x = f64::from_bits(u64::from_be_bytes(self.take_array()?));
-                #[allow(clippy::cast_possible_truncation)]
-                let fits_f32 = f64::from(x as f32).to_bits() == x.to_bits();
-                if x.is_nan() || fits_f32 {
-                    return Err(ValueError::NonCanonical {
-                        offset,
-                        reason: "float not in its shortest exact form",
-                    });
-                }
-                Ok(Value::Float(x))
-            }
-            31 => Err(ValueError::Unsupported {
-                offset,
-                reason: "break outside an indefinite-length item",
-            }),
-            _ => Err(ValueError::Unsupported {
-                offset,
-                reason: "simple value other than false, true and null",
-            }),
-        }
     }
 }
 

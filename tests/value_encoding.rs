@@ -351,6 +351,108 @@ fn decoding_rejects_non_canonical_input() {
     }
 }
 
+/// A head of major type `major` whose argument `arg` takes `width` bytes (0: none, the argument
+/// is in the initial byte).
+fn head(major: u8, arg: u64, width: usize) -> Vec<u8> {
+    let info = match width {
+        0 => u8::try_from(arg).unwrap(),
+        1 => 24,
+        2 => 25,
+        4 => 26,
+        _ => 27,
+    };
+    let mut bytes = vec![(major << 5) | info];
+    bytes.extend_from_slice(&arg.to_be_bytes()[8 - width..]);
+    bytes
+}
+
+fn shortest_width(arg: u64) -> usize {
+    match arg {
+        0..=23 => 0,
+        24..=0xff => 1,
+        0x100..=0xffff => 2,
+        0x1_0000..=0xffff_ffff => 4,
+        _ => 8,
+    }
+}
+
+/// Checks that `value` encodes as `head(major, arg, shortest) ++ content`, decodes back, and
+/// that every wider head around the same content is rejected.
+fn assert_shortest_head(major: u8, arg: u64, content: &[u8], value: &Value) {
+    let width = shortest_width(arg);
+    let mut expected = head(major, arg, width);
+    expected.extend_from_slice(content);
+    assert_eq!(
+        encode_canonical(value),
+        expected,
+        "major {major}, argument {arg}"
+    );
+    assert_eq!(&decode_canonical(&expected).unwrap(), value);
+    for wider in [1, 2, 4, 8].into_iter().filter(|&w| w > width) {
+        let mut wide = head(major, arg, wider);
+        wide.extend_from_slice(content);
+        assert!(
+            matches!(
+                decode_canonical(&wide),
+                Err(ValueError::NonCanonical { offset: 0, .. })
+            ),
+            "major {major}, argument {arg} in {wider} bytes should be rejected"
+        );
+    }
+}
+
+#[test]
+fn every_head_is_written_and_read_only_in_its_shortest_form() {
+    let boundaries = [
+        0,
+        1,
+        23,
+        24,
+        255,
+        256,
+        65_535,
+        65_536,
+        0xffff_ffff,
+        0x1_0000_0000,
+        u64::MAX,
+    ];
+    for n in boundaries {
+        assert_shortest_head(0, n, &[], &int(i128::from(n)));
+        assert_shortest_head(1, n, &[], &int(-1 - i128::from(n)));
+        if n <= 65_536 {
+            let len = usize::try_from(n).unwrap();
+            let content = vec![b'x'; len];
+            assert_shortest_head(2, n, &content, &Value::Bytes(content.clone()));
+            assert_shortest_head(3, n, &content, &s(&"x".repeat(len)));
+            assert_shortest_head(4, n, &vec![0xf6; len], &Value::List(vec![Value::None; len]));
+        }
+        if n <= 256 {
+            // Integer keys sort bytewise in numeric order.
+            let entries: Vec<(Value, Value)> =
+                (0..i128::from(n)).map(|k| (int(k), Value::None)).collect();
+            let mut content = Vec::new();
+            for (k, _) in &entries {
+                content.extend(encode_canonical(k));
+                content.push(0xf6);
+            }
+            assert_shortest_head(5, n, &content, &Value::Dict(entries));
+        }
+    }
+    // Tags: 2 and 3 fit the initial byte, 258, 4200 and 4201 take two bytes.
+    let magnitude = [1_u8; 9];
+    let mut bignum = head(2, 9, 0);
+    bignum.extend_from_slice(&magnitude);
+    assert_shortest_head(
+        6,
+        2,
+        &bignum,
+        &Value::from_sign_magnitude(false, &magnitude),
+    );
+    assert_shortest_head(6, TAG_SET, &[0x81, 0x01], &Value::Set(vec![int(1)]));
+    assert_shortest_head(6, TAG_TUPLE, &[0x80], &Value::Tuple(vec![]));
+    assert_shortest_head(6, TAG_FROZENSET, &[0x80], &Value::FrozenSet(vec![]));
+}
+
 #[test]
 fn decoding_reports_trailing_bytes_and_unknown_tags() {
     assert_eq!(
