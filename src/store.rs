@@ -138,7 +138,7 @@ impl OpenOptions {
 /// An open store: the handle every operation goes through. `Send + Sync`; operations from several
 /// threads are serialized on one connection.
 pub struct Store {
-    session: Mutex<Session>,
+    pub(crate) session: Mutex<Session>,
     path: PathBuf,
     client_name: String,
 }
@@ -151,8 +151,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
-struct Session {
-    db: Database,
+pub(crate) struct Session {
+    pub(crate) db: Database,
     catalog: Catalog,
     client: i64,
     batch: Option<Batch>,

@@ -7,6 +7,7 @@
 mod blobs;
 pub mod catalog;
 mod file;
+pub mod maintenance;
 pub mod memo;
 mod migrations;
 mod mode;
