@@ -185,7 +185,10 @@ fn check_log(
     match Catalog::replay(entries.iter().map(|(seq, change)| (*seq, change))) {
         Ok(catalog) => Ok(Some(catalog)),
         Err(e) => {
-            findings.push(finding("log", format!("the schema log does not replay: {e}")));
+            findings.push(finding(
+                "log",
+                format!("the schema log does not replay: {e}"),
+            ));
             Ok(None)
         }
     }
@@ -194,6 +197,9 @@ fn check_log(
 fn hex16(bytes: &[u8; 16]) -> String {
     hex::encode(bytes)
 }
+
+/// A catalog table: its name, the query that reads it, its columns, the rows the log implies.
+type CatalogTable<'a> = (&'a str, &'a str, &'a [&'a str], Vec<Vec<String>>);
 
 fn check_catalog_tables(
     conn: &rusqlite::Connection,
@@ -249,7 +255,7 @@ fn check_catalog_tables(
             }
         }
     }
-    let tables: [(&str, &str, &[&str], Vec<Vec<String>>); 4] = [
+    let tables: [CatalogTable; 4] = [
         (
             "families",
             sql::FAMILY_ROWS,
@@ -421,7 +427,10 @@ fn check_value(
             Ok(_) => {}
             Err(StorageError::MissingBlob { path, .. }) => findings.push(finding(
                 "blob",
-                format!("value {id} is kept as a file, but {} is missing", path.display()),
+                format!(
+                    "value {id} is kept as a file, but {} is missing",
+                    path.display()
+                ),
             )),
             Err(StorageError::CorruptBlob { path, .. }) => findings.push(finding(
                 "blob",
@@ -615,7 +624,7 @@ pub fn gc(
                 garbage.orphan_files.push(file);
             }
         }
-        garbage.orphan_files.sort_by(|a, b| a.id.cmp(&b.id));
+        garbage.orphan_files.sort_by_key(|f| f.id);
         Ok(garbage)
     };
     if dry_run {
@@ -681,7 +690,11 @@ pub enum SetModeOutcome {
 /// it. Refused, with nothing changed, when other clients have it open (as far as locks can tell:
 /// idle shared-mode clients hold no lock, so stop them first), and when switching to local mode
 /// on a network filesystem unless `force`.
-pub fn set_mode(path: &Path, target: Mode, force: bool) -> Result<SetModeOutcome, MaintenanceError> {
+pub fn set_mode(
+    path: &Path,
+    target: Mode,
+    force: bool,
+) -> Result<SetModeOutcome, MaintenanceError> {
     let generation = sql::existing_generation(path)?;
     if generation > FORMAT_GENERATION {
         return Err(OpenError::NewerFormat {
@@ -811,9 +824,8 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
         LockState::Free
     };
     let db = sql::open_existing(path, true)?;
-    let (counts, meta) = db.read(|conn| {
-        Ok::<_, StorageError>((sql::counts(conn)?, sql::meta(conn)?))
-    })?;
+    let (counts, meta) =
+        db.read(|conn| Ok::<_, StorageError>((sql::counts(conn)?, sql::meta(conn)?)))?;
     let meta: HashMap<String, String> = meta.into_iter().collect();
     let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let mut wal = path.as_os_str().to_os_string();

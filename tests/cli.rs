@@ -146,7 +146,11 @@ fn calls_where_a_json_int_finds_the_canonical_int_even_through_a_former_name() {
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["inputs"], json!({"x": 2, "offset": 0}));
-    assert_eq!(rows[0]["outputs"], json!({"out": 4}), "the first stays canonical");
+    assert_eq!(
+        rows[0]["outputs"],
+        json!({"out": 4}),
+        "the first stays canonical"
+    );
     assert_eq!(rows[0]["version"], 1);
     assert_eq!(rows[0]["call_id"].as_str().unwrap().len(), 32);
     // 2.0 is a float, not the int 2.
@@ -160,7 +164,15 @@ fn calls_where_a_json_int_finds_the_canonical_int_even_through_a_former_name() {
     store.rename_function(family, "sq").unwrap();
     drop(store);
     let out = memotag()
-        .args(["calls", b.p(), "square", "--where", "x=3", "--format", "json"])
+        .args([
+            "calls",
+            b.p(),
+            "square",
+            "--where",
+            "x=3",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -249,7 +261,10 @@ fn info_sees_another_process_holding_the_store() {
     let b = build();
     let store = Store::open(&b.path).unwrap();
     let info = json_of(&["info", b.p()]);
-    assert_ne!(info["lock"], "free", "this test process holds the store open");
+    assert_ne!(
+        info["lock"], "free",
+        "this test process holds the store open"
+    );
     drop(store);
 }
 
@@ -525,8 +540,11 @@ fn check_finds_a_removed_or_damaged_value_file() {
 fn check_finds_catalog_and_memo_table_drift() {
     let b = build();
     let conn = sql(&b.path);
-    conn.execute("UPDATE families SET name = 'sneaky' WHERE name = 'blobby'", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE families SET name = 'sneaky' WHERE name = 'blobby'",
+        [],
+    )
+    .unwrap();
     let f = Store::open(&b.path).unwrap().function("square", 1).unwrap();
     conn.execute_batch(&format!(
         "ALTER TABLE \"{}\" ADD COLUMN in_deadbeef BLOB",
@@ -581,7 +599,13 @@ fn gc_dry_run_changes_nothing_and_gc_removes_exactly_what_it_listed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| format!("{}:{}", r["kind"].as_str().unwrap(), r["id"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["kind"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
         .collect();
     ids.sort();
     let blob = EncodedValue::raw(vec![7u8; 5_000]).id();
@@ -595,7 +619,10 @@ fn gc_dry_run_changes_nothing_and_gc_removes_exactly_what_it_listed() {
     assert_eq!(ids, expected, "x=1 is still used by square(1)");
 
     let removed = json_of(&["gc", b.p()]);
-    assert_eq!(removed, listed, "gc removes exactly what the dry run listed");
+    assert_eq!(
+        removed, listed,
+        "gc removes exactly what the dry run listed"
+    );
     assert!(!orphan.exists());
     assert!(!BlobStore::beside(&b.path).path_of(&blob).exists());
     assert_eq!(json_of(&["gc", b.p(), "--dry-run"]), json!([]));
@@ -635,11 +662,10 @@ fn a_store_newer_than_this_memotag_is_refused_unchanged() {
         vec!["set-mode", b.p(), "shared"],
         vec!["functions", b.p()],
     ] {
-        memotag()
-            .args(&args)
-            .assert()
-            .code(1)
-            .stderr(predicate::str::contains("generation 99").and(predicate::str::contains("upgrade memotag")));
+        memotag().args(&args).assert().code(1).stderr(
+            predicate::str::contains("generation 99")
+                .and(predicate::str::contains("upgrade memotag")),
+        );
         assert_eq!(file_bytes(&b.path), before, "{args:?}");
     }
 }

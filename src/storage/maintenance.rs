@@ -101,11 +101,11 @@ pub const INPUT_ROWS: &str =
     "SELECT tag, function, name, position, default_value, created_seq FROM inputs";
 pub const NAME_HISTORY_ROWS: &str = "SELECT kind, tag, name, from_seq, to_seq FROM name_history";
 
-/// A memo table's columns: (name, SQL default as written, or None).
-pub fn table_columns(
-    conn: &Connection,
-    table: &str,
-) -> Result<Option<Vec<(String, Option<String>)>>, StorageError> {
+/// A table column: its name and its SQL default as written, if any.
+pub type Column = (String, Option<String>);
+
+/// A memo table's columns, or `None` if the table does not exist.
+pub fn table_columns(conn: &Connection, table: &str) -> Result<Option<Vec<Column>>, StorageError> {
     if !table_exists(conn, table)? {
         return Ok(None);
     }
@@ -193,7 +193,12 @@ pub fn referenced_values(
         let mut visited = 0u64;
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
-            match row.get::<_, Vec<u8>>(1).ok().as_deref().and_then(unpack_ids) {
+            match row
+                .get::<_, Vec<u8>>(1)
+                .ok()
+                .as_deref()
+                .and_then(unpack_ids)
+            {
                 Some(ids) => ids.into_iter().for_each(|id| refs.add(id, &source)),
                 None => refs
                     .malformed
@@ -221,7 +226,12 @@ pub fn referenced_values(
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
-        match row.get::<_, Vec<u8>>(1).ok().as_deref().and_then(unpack_ids) {
+        match row
+            .get::<_, Vec<u8>>(1)
+            .ok()
+            .as_deref()
+            .and_then(unpack_ids)
+        {
             Some(ids) => ids
                 .into_iter()
                 .for_each(|v| refs.add(v, &ValueSource::Conflicts)),
@@ -280,9 +290,8 @@ pub struct ValueRow {
 
 /// Every row of the `values` table (malformed ids are reported, not returned).
 pub fn value_rows(conn: &Connection) -> Result<(Vec<ValueRow>, Vec<String>), StorageError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, codec, size, data IS NULL, preview FROM \"values\" ORDER BY id",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT id, codec, size, data IS NULL, preview FROM \"values\" ORDER BY id")?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     let mut malformed = Vec::new();
@@ -395,7 +404,7 @@ pub fn blob_files(blobs: &BlobStore) -> Result<Vec<(ValueId, PathBuf, u64)>, Sto
             out.push((id, entry.path(), size));
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|f| f.0);
     Ok(out)
 }
 
@@ -458,8 +467,14 @@ pub fn applied_migrations(conn: &Connection) -> Result<Vec<(u32, String, i64)>, 
 /// What `migrate` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MigrateOutcome {
-    AlreadyCurrent { generation: u32 },
-    Migrated { from: u32, to: u32, applied: Vec<String> },
+    AlreadyCurrent {
+        generation: u32,
+    },
+    Migrated {
+        from: u32,
+        to: u32,
+        applied: Vec<String>,
+    },
 }
 
 /// Applies, in one exclusive transaction, every migration newer than the store's generation.
@@ -520,7 +535,9 @@ pub fn migrate(
 /// What a mode switch did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModeSwitch {
-    Switched { from: Mode },
+    Switched {
+        from: Mode,
+    },
     AlreadyInMode,
     /// Nothing was changed; the reason says why.
     Refused(String),
@@ -547,7 +564,9 @@ pub fn switch_mode(
         ))
     };
     let current: String = match conn
-        .query_row("SELECT value FROM meta WHERE key = 'mode'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'mode'", [], |r| {
+            r.get(0)
+        })
         .optional()
     {
         Ok(Some(mode)) => mode,

@@ -50,15 +50,13 @@ pub fn versions<'c>(
 ) -> Result<Vec<&'c Function>, CliError> {
     let pick = |v: &u32| family.versions.get(v).and_then(|t| catalog.function(*t));
     match version {
-        Some(v) => pick(&v)
-            .map(|f| vec![f])
-            .ok_or_else(|| {
-                SchemaError::NoSuchVersion {
-                    function: family.name.clone(),
-                    version: v,
-                }
-                .into()
-            }),
+        Some(v) => pick(&v).map(|f| vec![f]).ok_or_else(|| {
+            SchemaError::NoSuchVersion {
+                function: family.name.clone(),
+                version: v,
+            }
+            .into()
+        }),
         None => Ok(family.versions.keys().filter_map(pick).collect()),
     }
 }
@@ -312,8 +310,16 @@ struct ConflictedOutputs {
 impl Row for CallRow {
     fn header() -> &'static [&'static str] {
         &[
-            "function", "version", "call_id", "seq", "code", "inputs", "outputs", "conflicts",
-            "client", "time",
+            "function",
+            "version",
+            "call_id",
+            "seq",
+            "code",
+            "inputs",
+            "outputs",
+            "conflicts",
+            "client",
+            "time",
         ]
     }
 
@@ -375,10 +381,7 @@ fn call_row(
     })
 }
 
-fn named_outputs(
-    names: &[String],
-    ids: &[memotag::ValueId],
-) -> Vec<(String, memotag::ValueId)> {
+fn named_outputs(names: &[String], ids: &[memotag::ValueId]) -> Vec<(String, memotag::ValueId)> {
     ids.iter()
         .enumerate()
         .map(|(i, id)| {
