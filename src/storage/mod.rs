@@ -110,6 +110,7 @@ impl Database {
     }
 
     /// Opens the store read-only from here on, e.g. because its write level is newer than ours.
+    #[allow(dead_code)] // for the compatibility levels of the procedure layer
     pub(crate) fn restrict_to_reads(&mut self, reason: String) {
         self.read_only = true;
         self.read_only_reason = Some(reason);

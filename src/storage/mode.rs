@@ -187,7 +187,7 @@ mod linux {
             let fstype = line.split(" - ").nth(1)?.split(' ').next()?.to_string();
             if dir.starts_with(&mount_point) {
                 let len = mount_point.len();
-                if best.as_ref().is_none_or(|(l, _)| len >= *l) {
+                if best.as_ref().map_or(true, |(l, _)| len >= *l) {
                     best = Some((len, fstype));
                 }
             }

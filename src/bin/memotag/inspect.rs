@@ -11,6 +11,7 @@
 //! - conflicts: `function, version, call_id, code, client, time, outputs, canonical`
 //! - packages: `name, version, results`
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -533,10 +534,11 @@ pub fn conflicts(path: &Path, format: Format) -> Result<(), CliError> {
     let mut canonical_of: HashMap<CallId, Vec<ResultRow>> = HashMap::new();
     let mut rows = Vec::new();
     for c in store.conflicts(None)? {
-        if !canonical_of.contains_key(&c.call_id) {
-            canonical_of.insert(c.call_id, store.results_of_call(&c.call_id)?);
-        }
-        let canonical = canonical_of[&c.call_id]
+        let results = match canonical_of.entry(c.call_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(store.results_of_call(&c.call_id)?),
+        };
+        let canonical = results
             .iter()
             .find(|r| r.function == c.function && r.code == c.code)
             .map(|r| r.outputs.clone())
