@@ -84,7 +84,7 @@ pub fn listing<R: Row>(format: Format, rows: &[R], empty: &str) -> Result<(), Cl
 /// A table with our look, as wide as the terminal when stdout is one.
 pub fn new_table() -> Table {
     let mut table = Table::new();
-    table.load_style(presets::UTF8_FULL_CONDENSED);
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
     if std::io::stdout().is_terminal() {
         table.set_content_arrangement(ContentArrangement::Dynamic);
     }
