@@ -40,7 +40,7 @@ impl CallId {
 
     /// Computes the id from the function tag and the non-default inputs, in any order.
     pub fn compute(function: FunctionTag, non_default: &mut [(InputTag, ValueId)]) -> CallId {
-        non_default.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        non_default.sort_unstable_by_key(|a| a.0);
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"memotag/call/1");
         hasher.update(function.as_bytes());

@@ -38,6 +38,7 @@
 
 pub mod calls;
 pub mod error;
+pub mod maintenance;
 pub mod protocol;
 pub mod schema;
 pub mod storage;

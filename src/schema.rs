@@ -697,7 +697,7 @@ impl Catalog {
                 );
                 self.family_by_name.insert(name.clone(), *family);
                 self.insert_function(seq, *family, *function, *version, inputs, outputs)
-                    .map_err(|r| corrupt(r))?;
+                    .map_err(&corrupt)?;
             }
             LoggedChange::NewVersion {
                 family,
@@ -710,7 +710,7 @@ impl Catalog {
                     return Err(corrupt("unknown family"));
                 }
                 self.insert_function(seq, *family, *function, *version, inputs, outputs)
-                    .map_err(|r| corrupt(r))?;
+                    .map_err(&corrupt)?;
             }
             LoggedChange::AddInput {
                 function,

@@ -19,7 +19,7 @@ use crate::protocol::procedures::{
 use crate::protocol::{
     negotiate, Menu, Selection, VersionError, LIBRARY_VERSION, PROTOCOL, READ_LEVEL, WRITE_LEVEL,
 };
-use crate::storage::{FileHandshake, MigrationReport};
+use crate::storage::FileHandshake;
 
 use crate::calls::{self, BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
 use crate::error::{CallError, OpenError, SchemaError, StorageError};
@@ -192,7 +192,7 @@ impl OpenOptions {
 /// An open store: the handle every operation goes through. `Send + Sync`; operations from several
 /// threads are serialized on one connection.
 pub struct Store {
-    session: Mutex<Session>,
+    pub(crate) session: Mutex<Session>,
     path: PathBuf,
     client_name: String,
 }
@@ -205,8 +205,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
-struct Session {
-    db: Database,
+pub(crate) struct Session {
+    pub(crate) db: Database,
     catalog: Catalog,
     /// This client's id in the `clients` table, registered with its first write.
     client: Option<i64>,
@@ -582,8 +582,10 @@ impl Store {
 
     /// Moves the store at `path` forward to this build's format generation and procedure menu.
     /// Explicit and forward-only: opening never migrates, and a newer store is refused.
-    pub fn migrate(path: impl AsRef<Path>) -> Result<MigrationReport, OpenError> {
-        Database::migrate(path.as_ref(), &LOCAL_MENU)
+    pub fn migrate(
+        path: impl AsRef<Path>,
+    ) -> Result<crate::storage::maintenance::MigrateOutcome, OpenError> {
+        crate::storage::maintenance::migrate(path.as_ref(), Duration::from_secs(60), now_ms())
     }
 }
 

@@ -10,6 +10,7 @@ use memotag::protocol::procedures::{
     format1_menu, RecordRequest, RecordV1, SchemaChangeV1, CALL_RECORD, LOCAL_MENU, SCHEMA_CHANGE,
 };
 use memotag::protocol::{build_menu, negotiate, Menu, Selection, VersionError, Wire, PROTOCOL};
+use memotag::storage::maintenance::MigrateOutcome;
 use memotag::{
     CallError, FunctionSpec, InputSpec, OpenError, OpenOptions, RecordOutcome, SchemaChange,
     SchemaError, Store, Value,
@@ -345,8 +346,12 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
     let old = fixture_copy(dir.path());
     let report = Store::migrate(&old).unwrap();
     assert_eq!(
-        (report.from, report.to, report.applied),
-        (1, memotag::FORMAT_GENERATION, 1)
+        report,
+        MigrateOutcome::Migrated {
+            from: 1,
+            to: memotag::FORMAT_GENERATION,
+            applied: vec!["0002_procedures".into()]
+        }
     );
     let store = Store::open(&old).unwrap();
     assert_eq!(store.generation("call.record").unwrap(), 2);
@@ -358,7 +363,12 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
     );
     drop(store);
     let again = Store::migrate(&old).unwrap();
-    assert_eq!(again.applied, 0);
+    assert_eq!(
+        again,
+        MigrateOutcome::AlreadyCurrent {
+            generation: memotag::FORMAT_GENERATION
+        }
+    );
     // Never backwards.
     let conn = rusqlite::Connection::open(&old).unwrap();
     conn.execute_batch(&format!(

@@ -282,10 +282,11 @@ fn change(catalog: &Catalog, op: &Op) -> Option<SchemaChange> {
     })
 }
 
+/// Families by name, each with its versions and their inputs (name, default).
+type Projection = Vec<(String, Vec<(u32, Vec<(String, Option<memotag::ValueId>)>)>)>;
+
 /// The catalog seen the way the model sees it.
-fn project(
-    catalog: &Catalog,
-) -> Vec<(String, Vec<(u32, Vec<(String, Option<memotag::ValueId>)>)>)> {
+fn project(catalog: &Catalog) -> Projection {
     let mut out: Vec<_> = catalog
         .families()
         .map(|fam| {
@@ -310,9 +311,7 @@ fn project(
     out
 }
 
-fn project_model(
-    model: &Model,
-) -> Vec<(String, Vec<(u32, Vec<(String, Option<memotag::ValueId>)>)>)> {
+fn project_model(model: &Model) -> Projection {
     let mut out: Vec<_> = model
         .families
         .iter()

@@ -59,7 +59,7 @@ pub(super) fn apply_from(
     Ok(applied)
 }
 
-fn apply(conn: &Connection, m: &Migration, now_ms: i64) -> rusqlite::Result<()> {
+pub(super) fn apply(conn: &Connection, m: &Migration, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute_batch(m.sql)?;
     conn.execute(
         "INSERT INTO format_migrations (generation, name, applied_at) VALUES (?1, ?2, ?3)",

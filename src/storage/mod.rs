@@ -7,6 +7,7 @@
 mod blobs;
 pub mod catalog;
 mod file;
+pub mod maintenance;
 pub mod memo;
 mod migrations;
 mod mode;
@@ -53,14 +54,6 @@ pub struct FileHandshake {
     pub read_level: u32,
     pub write_level: u32,
     pub generation: u32,
-}
-
-/// What an explicit migration did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MigrationReport {
-    pub from: u32,
-    pub to: u32,
-    pub applied: u32,
 }
 
 /// An open connection to a store file, in the store's mode.
@@ -126,6 +119,7 @@ impl Database {
     }
 
     /// Opens the store read-only from here on, e.g. because its write level is newer than ours.
+    #[allow(dead_code)] // for the compatibility levels of the procedure layer
     pub(crate) fn restrict_to_reads(&mut self, reason: String) {
         self.read_only = true;
         self.read_only_reason = Some(reason);
@@ -222,59 +216,6 @@ impl Database {
             write_level: number("write_level", 1)?,
             generation: self.generation,
         })
-    }
-
-    /// Moves the store at `path` forward to this build's format generation and menu, in one
-    /// exclusive transaction. Never moves backwards: a newer store is refused unchanged.
-    pub fn migrate(
-        path: &Path,
-        menu: &crate::protocol::Menu,
-    ) -> Result<MigrationReport, OpenError> {
-        let generation = match file::inspect(path)? {
-            file::FileState::Store { generation } => generation,
-            _ => {
-                return Err(OpenError::NotFound {
-                    path: path.to_path_buf(),
-                })
-            }
-        };
-        if generation > FORMAT_GENERATION {
-            return Err(OpenError::NewerFormat {
-                path: path.to_path_buf(),
-                found: generation,
-                supported: FORMAT_GENERATION,
-            });
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(BUSY_SLICE)?;
-        let started = Instant::now();
-        retry_busy(started, Duration::from_secs(60), || {
-            conn.execute_batch("BEGIN EXCLUSIVE")
-        })?;
-        let result = (|| -> Result<MigrationReport, OpenError> {
-            let from: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            let applied = migrations::apply_from(&conn, from, now_ms(), menu)?;
-            Ok(MigrationReport {
-                from,
-                to: FORMAT_GENERATION.max(from),
-                applied,
-            })
-        })();
-        match result {
-            Ok(report) => {
-                retry_busy(started, Duration::from_secs(60), || {
-                    conn.execute_batch("COMMIT")
-                })?;
-                Ok(report)
-            }
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
     }
 
     /// One value from `meta`.
