@@ -448,6 +448,12 @@ impl Store {
         Ok(memo::count_results(&s.db.conn, &function)?)
     }
 
+    /// Moves committed results from the write-ahead log into the store file and truncates the
+    /// log (local mode), e.g. before measuring or copying the file.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.session.lock().db.checkpoint()
+    }
+
     /// `PRAGMA integrity_check` of the file: `["ok"]` when healthy.
     pub fn integrity_check(&self) -> Result<Vec<String>, StorageError> {
         self.session.lock().db.integrity_check()
