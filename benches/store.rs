@@ -304,19 +304,22 @@ fn bench_miss(c: &mut Criterion) {
 }
 
 fn bench_record(c: &mut Criterion) {
+    // Each bench makes its own fresh store inside its closure, which criterion calls only for
+    // benches the filter selects, so that profiling one bench does not also profile the others'
+    // setup.
     let mut group = c.benchmark_group("record");
     let tmp = data_dir().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
 
     // One durable record per iteration: its own write transaction (WAL, synchronous=NORMAL).
-    let path = tmp.join("record-one.memo");
-    remove_store(&path);
-    let store = open_local(&path);
-    let f = create_f(&store);
-    let x = f.inputs[0].tag;
-    let mut next = 0i64;
     group.throughput(Throughput::Elements(1));
     group.bench_function("durable_one", |b| {
+        let path = tmp.join("record-one.memo");
+        remove_store(&path);
+        let store = open_local(&path);
+        let f = create_f(&store);
+        let x = f.inputs[0].tag;
+        let mut next = 0i64;
         b.iter(|| {
             let call = store.bind(f.tag, vec![(x, int(next))]).unwrap();
             let outcome = store.record(&call, vec![int(2 * next)]).unwrap();
@@ -324,39 +327,35 @@ fn bench_record(c: &mut Criterion) {
             black_box(outcome)
         })
     });
-    drop(store);
-    remove_store(&path);
 
     // Batches of 1,000 results, one write transaction each.
-    let path = tmp.join("record-batch.memo");
-    remove_store(&path);
-    let store = open_local(&path);
-    let f = create_f(&store);
-    let mut next = 0i64;
     group.throughput(Throughput::Elements(1_000));
     group.bench_function("batch_1000", |b| {
+        let path = tmp.join("record-batch.memo");
+        remove_store(&path);
+        let store = open_local(&path);
+        let f = create_f(&store);
+        let mut next = 0i64;
         b.iter(|| {
             record_range(&store, &f, next..next + 1_000);
             next += 1_000;
         })
     });
-    drop(store);
-    remove_store(&path);
 
     // The bare equivalent: 1,000 key rows and their values in one transaction.
-    let path = tmp.join("record-bare.sqlite");
-    remove_store(&path);
-    let mut conn = Connection::open(&path).unwrap();
-    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
-        .unwrap();
-    conn.execute_batch(
-        "PRAGMA synchronous=NORMAL;
-         CREATE TABLE kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;
-         CREATE TABLE vals (id BLOB PRIMARY KEY NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;",
-    )
-    .unwrap();
-    let mut next = 0i64;
     group.bench_function("bare_batch_1000", |b| {
+        let path = tmp.join("record-bare.sqlite");
+        remove_store(&path);
+        let mut conn = Connection::open(&path).unwrap();
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL;
+             CREATE TABLE kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE vals (id BLOB PRIMARY KEY NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;",
+        )
+        .unwrap();
+        let mut next = 0i64;
         b.iter(|| {
             let tx = conn.transaction().unwrap();
             {
@@ -378,9 +377,10 @@ fn bench_record(c: &mut Criterion) {
             next += 1_000;
         })
     });
-    drop(conn);
-    remove_store(&path);
     group.finish();
+    for name in ["record-one.memo", "record-batch.memo", "record-bare.sqlite"] {
+        remove_store(&tmp.join(name));
+    }
 }
 
 /// A store with a few functions and some results, as a schema change meets it.
