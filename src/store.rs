@@ -549,6 +549,12 @@ impl Store {
         }
     }
 
+    /// Moves committed results from the write-ahead log into the store file and truncates the
+    /// log (local mode), e.g. before measuring or copying the file. (File maintenance.)
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.session.lock().db.checkpoint()
+    }
+
     /// `PRAGMA integrity_check` of the file: `["ok"]` when healthy. (File maintenance, not a
     /// store procedure: it never goes to a server.)
     pub fn integrity_check(&self) -> Result<Vec<String>, StorageError> {

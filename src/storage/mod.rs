@@ -250,6 +250,14 @@ impl Database {
         })
     }
 
+    /// Copies the write-ahead log into the main file and truncates it (local mode), so that the
+    /// main file alone holds every committed result; a no-op in shared mode.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// `PRAGMA integrity_check`: `["ok"]` for a healthy file.
     pub fn integrity_check(&self) -> Result<Vec<String>, StorageError> {
         let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
