@@ -863,7 +863,7 @@ impl Session {
         CALL_LOOKUP.call(&self.selection, call, |call| {
             let conn = &db.conn;
             let Some((seq, code, output_ids)) =
-                memo::newest_result(conn, &call.function, &call.call_id)?
+                memo::call_results(conn, &call.function, &call.call_id)?.into_iter().next()
             else {
                 return Ok(None);
             };

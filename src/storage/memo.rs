@@ -177,38 +177,46 @@ pub fn insert_result(
     Ok(RecordOutcome::Conflict { seq, canonical })
 }
 
-/// The newest result of a call (any code), as (seq, code, packed outputs).
-pub fn newest_result(
+/// Every result of a call (any code) as (seq, code, output ids), newest first. Almost always one
+/// row; sorting in Rust is cheaper than asking SQLite for an ordered scan.
+pub fn call_results(
     conn: &Connection,
     function: &FunctionTag,
     call_id: &CallId,
-) -> Result<Option<(i64, i64, Vec<ValueId>)>, StorageError> {
-    let sql = format!(
-        "SELECT seq, code, outputs FROM \"{}\" WHERE call_id = ?1 ORDER BY seq DESC LIMIT 1",
-        memo_table(function)
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let row = stmt
-        .query_row([call_id.0], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })
-        .optional()?;
-    match row {
-        None => Ok(None),
-        Some((seq, code, packed)) => {
-            let ids = unpack_ids(&packed).ok_or_else(|| {
-                StorageError::Corrupt(format!(
-                    "result {seq} of {} has bad outputs",
+) -> Result<Vec<(i64, i64, Vec<ValueId>)>, StorageError> {
+    let sql = LOOKUP_SQL.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(*function)
+            .or_insert_with(|| {
+                format!(
+                    "SELECT seq, code, outputs FROM \"{}\" WHERE call_id = ?1",
                     memo_table(function)
-                ))
-            })?;
-            Ok(Some((seq, code, ids)))
-        }
+                )
+                .into()
+            })
+            .clone()
+    });
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([call_id.0])?;
+    let mut out = Vec::with_capacity(1);
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let code: i64 = row.get(1)?;
+        let packed = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+        let ids = unpack_ids(packed).ok_or_else(|| {
+            StorageError::Corrupt(format!("result {seq} of {} has bad outputs", memo_table(function)))
+        })?;
+        out.push((seq, code, ids));
     }
+    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    Ok(out)
+}
+
+thread_local! {
+    /// The lookup statement of each memo table: built once, not on every hit.
+    static LOOKUP_SQL: std::cell::RefCell<std::collections::HashMap<FunctionTag, std::rc::Rc<str>>> =
+        Default::default();
 }
 
 /// A filter on one input's value.
