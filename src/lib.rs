@@ -37,6 +37,7 @@
 //! ```
 
 pub mod calls;
+pub mod code;
 pub mod error;
 pub mod maintenance;
 pub mod protocol;
@@ -46,7 +47,9 @@ mod store;
 pub mod value;
 
 pub use calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
+pub use code::{CodeRecord, LibraryRef, Policy, Reader, RefKind, SourceText, UserRef};
 pub use error::{CallError, Error, OpenError, SchemaError, StorageError};
+pub use protocol::procedures::{LookupAnswer, PackageRow};
 pub use protocol::{Menu, VersionError};
 pub use schema::{
     Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, Input, InputSpec, InputTag,

@@ -12,9 +12,11 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use uuid::Uuid;
 
+use crate::code::{judge, CodeRecord, Reader, SourceText, Verdict};
 use crate::protocol::procedures::{
-    Answer, Query, RecordRequest, CALL_LOOKUP, CALL_QUERY, CALL_RECORD, CALL_RECORD_BATCH,
-    LOCAL_MENU, SCHEMA_CHANGE, SCHEMA_LOG, VALUE_GET,
+    Answer, LookupAnswer, LookupRequest, PackageRow, Query, RecordRequest, ResultsWith,
+    CALL_LOOKUP, CALL_QUERY, CALL_RECORD, CALL_RECORD_BATCH, CODE_PACKAGES, CODE_PREFLIGHT,
+    CODE_RECORD, CODE_RESULTS_WITH, CODE_SOURCE, LOCAL_MENU, SCHEMA_CHANGE, SCHEMA_LOG, VALUE_GET,
 };
 use crate::protocol::{
     negotiate, Menu, Selection, VersionError, LIBRARY_VERSION, PROTOCOL, READ_LEVEL, WRITE_LEVEL,
@@ -169,6 +171,7 @@ impl OpenOptions {
             client_name: client_name.clone(),
             selection: Arc::new(selection),
             handshake,
+            codes: Default::default(),
             batch: None,
             batch_size: self.batch_size,
             blob_threshold: self.blob_threshold,
@@ -213,6 +216,8 @@ pub(crate) struct Session {
     client_name: String,
     selection: Arc<Selection>,
     handshake: FileHandshake,
+    /// Code records read so far, by store id (they never change).
+    codes: std::collections::HashMap<i64, Arc<CodeRecord>>,
     batch: Option<Batch>,
     batch_size: usize,
     blob_threshold: usize,
@@ -422,16 +427,135 @@ impl Store {
         call: &BoundCall,
         outputs: Vec<EncodedValue>,
     ) -> Result<RecordOutcome, CallError> {
-        self.session.lock().record(RecordRequest {
+        self.session
+            .lock()
+            .record(RecordRequest::without_code(call.clone(), outputs))
+    }
+
+    /// Records one result with the code it ran. `sources` are the source texts of the record's
+    /// hashes that the store may lack (see [`Store::preflight`]); sending all of them is fine.
+    pub fn record_with_code(
+        &self,
+        call: &BoundCall,
+        outputs: Vec<EncodedValue>,
+        code: CodeRecord,
+        sources: Vec<SourceText>,
+    ) -> Result<RecordOutcome, CallError> {
+        let request = RecordRequest {
             call: call.clone(),
             outputs,
-            code: 0,
+            code: code.normalized(),
+            sources,
+        };
+        self.session.lock().record(request)
+    }
+
+    /// The canonical outputs of the newest result of this call, whatever code it ran, or `None`.
+    pub fn lookup(&self, call: &BoundCall) -> Result<Option<Hit>, CallError> {
+        Ok(self.session.lock().lookup(call, None)?.hit)
+    }
+
+    /// The newest result of this call whose code `reader` accepts (SPEC §4): its declared
+    /// library refs satisfy the reader's policy and, for a strict reader, its own and user code
+    /// equal the reader's. A miss says how many results exist under other code.
+    pub fn lookup_with(
+        &self,
+        call: &BoundCall,
+        reader: &Arc<Reader>,
+    ) -> Result<LookupAnswer, CallError> {
+        self.session.lock().lookup(call, Some(reader.clone()))
+    }
+
+    // ---- code ---------------------------------------------------------------------------------
+
+    /// Which of these source hashes the store already holds, so that a client sends only the
+    /// others. Advisory: the store stores whatever it is sent, once.
+    pub fn preflight(&self, hashes: &[String]) -> Result<Vec<String>, CallError> {
+        let s = self.session.lock();
+        let db = &s.db;
+        CODE_PREFLIGHT.call(&s.selection, &hashes.to_vec(), |hashes| {
+            Ok(db.read(|conn| crate::storage::code::held_sources(conn, hashes))?)
         })
     }
 
-    /// The canonical outputs of the newest result of this call, or `None`.
-    pub fn lookup(&self, call: &BoundCall) -> Result<Option<Hit>, CallError> {
-        self.session.lock().lookup(call)
+    /// The code record with this store id (`Hit::code`, `ResultRow::code`).
+    pub fn code_record(&self, id: i64) -> Result<Option<CodeRecord>, CallError> {
+        let s = self.session.lock();
+        let db = &s.db;
+        CODE_RECORD.call(&s.selection, &id, |id| {
+            Ok(crate::storage::code::code_record(&db.conn, *id)?)
+        })
+    }
+
+    /// A stored source text by hash. memotag never executes it.
+    pub fn source(&self, hash: &str) -> Result<Option<String>, CallError> {
+        let s = self.session.lock();
+        let db = &s.db;
+        CODE_SOURCE.call(&s.selection, &hash.to_string(), |hash| {
+            Ok(crate::storage::code::source(&db.conn, hash)?)
+        })
+    }
+
+    /// The libraries and versions the store has seen, with how many results used each.
+    pub fn packages(&self) -> Result<Vec<PackageRow>, CallError> {
+        let mut s = self.session.lock();
+        let functions: Vec<FunctionTag> = s.all_functions()?.into_iter().map(|(t, _)| t).collect();
+        let db = &s.db;
+        CODE_PACKAGES.call(&s.selection, &functions, |functions| {
+            Ok(db.read(|conn| -> Result<Vec<PackageRow>, StorageError> {
+                let mut out = Vec::new();
+                for (library, version, declared, codes) in crate::storage::code::libraries(conn)? {
+                    let mut results = 0;
+                    for f in functions {
+                        let table = memo::memo_table(f);
+                        results += crate::storage::code::count_with_codes(conn, &table, &codes)?;
+                    }
+                    let version = (!version.is_empty()).then_some(version);
+                    out.push(PackageRow {
+                        library,
+                        version,
+                        declared,
+                        results,
+                    });
+                }
+                Ok(out)
+            })?)
+        })
+    }
+
+    /// Results computed with `library` (at `version`, or any version).
+    pub fn results_with(
+        &self,
+        library: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<ResultRow>, CallError> {
+        let mut s = self.session.lock();
+        let request = ResultsWith {
+            library: library.to_string(),
+            version: version.map(str::to_string),
+            functions: s.all_functions()?,
+        };
+        let db = &s.db;
+        CODE_RESULTS_WITH.call(&s.selection, &request, |request| {
+            Ok(db.read(|conn| -> Result<Vec<ResultRow>, StorageError> {
+                let codes: Vec<i64> = crate::storage::code::libraries(conn)?
+                    .into_iter()
+                    .filter(|(lib, ver, _, _)| {
+                        lib == &request.library && request.version.as_ref().is_none_or(|v| v == ver)
+                    })
+                    .flat_map(|(_, _, _, codes)| codes)
+                    .collect();
+                let mut out = Vec::new();
+                if codes.is_empty() {
+                    return Ok(out);
+                }
+                for (tag, inputs) in &request.functions {
+                    let rows = memo::results(conn, tag, inputs, &[], None, None)?;
+                    out.extend(rows.into_iter().filter(|r| codes.contains(&r.code)));
+                }
+                Ok(out)
+            })?)
+        })
     }
 
     /// Starts buffering results: they are visible to lookups through this handle and committed
@@ -763,20 +887,7 @@ impl Session {
                     blobs: &blobs,
                     threshold,
                 };
-                let RecordRequest {
-                    call,
-                    outputs,
-                    code,
-                } = request;
-                Ok::<_, CallError>(memo::insert_result(
-                    conn,
-                    &sink,
-                    call,
-                    *code,
-                    outputs,
-                    client,
-                    now_ms(),
-                )?)
+                Ok::<_, CallError>(insert_request(conn, &sink, request, client, now_ms())?)
             })
         })
     }
@@ -820,15 +931,8 @@ impl Session {
                 };
                 let time = now_ms();
                 let mut outcomes = Vec::with_capacity(pending.len());
-                for RecordRequest {
-                    call,
-                    outputs,
-                    code,
-                } in pending
-                {
-                    outcomes.push(memo::insert_result(
-                        conn, &sink, call, *code, outputs, client, time,
-                    )?);
+                for request in pending {
+                    outcomes.push(insert_request(conn, &sink, request, client, time)?);
                 }
                 Ok::<_, CallError>(outcomes)
             })
@@ -847,38 +951,88 @@ impl Session {
         }
     }
 
-    fn lookup(&mut self, call: &BoundCall) -> Result<Option<Hit>, CallError> {
+    fn lookup(
+        &mut self,
+        call: &BoundCall,
+        reader: Option<Arc<Reader>>,
+    ) -> Result<LookupAnswer, CallError> {
         if let Some(batch) = &self.batch {
             if let Some(&i) = batch.by_call.get(&(call.function, call.call_id)) {
-                let outputs = batch.pending[i].outputs.clone();
-                return Ok(Some(Hit {
-                    seq: 0,
-                    code: batch.pending[i].code,
-                    output_ids: outputs.iter().map(EncodedValue::id).collect(),
-                    outputs,
-                }));
+                let pending = &batch.pending[i];
+                let verdict = reader.as_ref().map(|r| judge(r, &pending.code));
+                if let None | Some(Verdict::Accept { .. }) = verdict {
+                    let outputs = pending.outputs.clone();
+                    let changed = match verdict {
+                        Some(Verdict::Accept { changed }) => changed,
+                        _ => Vec::new(),
+                    };
+                    let hit = Hit {
+                        seq: 0,
+                        code: -1,
+                        output_ids: outputs.iter().map(EncodedValue::id).collect(),
+                        outputs,
+                    };
+                    return Ok(LookupAnswer {
+                        hit: Some(hit),
+                        other_code: 0,
+                        changed,
+                    });
+                }
             }
         }
+        let request = LookupRequest {
+            call: call.clone(),
+            reader,
+        };
         let db = &self.db;
-        CALL_LOOKUP.call(&self.selection, call, |call| {
+        let codes = &mut self.codes;
+        CALL_LOOKUP.call(&self.selection, &request, |request| {
             let conn = &db.conn;
-            let Some((seq, code, output_ids)) =
-                memo::call_results(conn, &call.function, &call.call_id)?.into_iter().next()
-            else {
-                return Ok(None);
-            };
-            let mut outputs = Vec::with_capacity(output_ids.len());
-            for id in &output_ids {
-                let value =
-                    memo::get_value(conn, &db.blobs, id)?.ok_or(CallError::MissingValue(*id))?;
-                outputs.push(value);
+            let mut answer = LookupAnswer::default();
+            for (seq, code, output_ids) in
+                memo::call_results(conn, &request.call.function, &request.call.call_id)?
+            {
+                if let Some(reader) = &request.reader {
+                    let record = match codes.get(&code) {
+                        Some(record) => record.clone(),
+                        None => {
+                            let record = crate::storage::code::code_record(conn, code)?
+                                .ok_or_else(|| {
+                                    StorageError::Corrupt(format!(
+                                        "result {seq} refers to missing code record {code}"
+                                    ))
+                                })?;
+                            let record = Arc::new(record);
+                            codes.insert(code, record.clone());
+                            record
+                        }
+                    };
+                    match judge(reader, &record) {
+                        Verdict::Reject(_) => {
+                            answer.other_code += 1;
+                            continue;
+                        }
+                        Verdict::Accept { changed } => answer.changed = changed,
+                    }
+                }
+                let mut outputs = Vec::with_capacity(output_ids.len());
+                for id in &output_ids {
+                    let value = memo::get_value(conn, &db.blobs, id)?
+                        .ok_or(CallError::MissingValue(*id))?;
+                    outputs.push(value);
+                }
+                answer.hit = Some(Hit {
+                    seq,
+                    code,
+                    output_ids,
+                    outputs,
+                });
+                break;
             }
-            Ok(Some(Hit {
-                seq,
-                code,
-                output_ids,
-                outputs,
-            }))
+            if answer.hit.is_some() {
+                answer.other_code = 0;
+            }
+            Ok(answer)
         })
     }
 
@@ -920,6 +1074,27 @@ impl Session {
             })?)
         })
     }
+}
+
+/// Stores one record request: its sources, its code record, then the result.
+fn insert_request(
+    conn: &rusqlite::Connection,
+    sink: &BlobSink<'_>,
+    request: &RecordRequest,
+    client: i64,
+    time_ms: i64,
+) -> Result<RecordOutcome, StorageError> {
+    crate::storage::code::put_sources(conn, &request.sources)?;
+    let code = crate::storage::code::code_id(conn, &request.code)?;
+    memo::insert_result(
+        conn,
+        sink,
+        &request.call,
+        code,
+        &request.outputs,
+        client,
+        time_ms,
+    )
 }
 
 /// The encoded default values a change carries.

@@ -285,10 +285,15 @@ fn a_lossy_downgrade_is_refused_and_never_gives_a_wrong_hit() {
     // A result with a code record cannot travel as generation 1: refused, not filed under the
     // empty code record (where it would be a wrong hit for readers without code).
     let call = new.bind(f.tag, vec![(f.inputs[0].tag, int(1))]).unwrap();
+    let code = memotag::CodeRecord {
+        own: Some("abc".into()),
+        ..Default::default()
+    };
     let request = RecordRequest {
         call,
         outputs: vec![int(2)],
-        code: 7,
+        code,
+        sources: vec![],
     };
     let selection = negotiate(&old_client(), &LOCAL_MENU).unwrap();
     let result: Result<RecordOutcome, VersionError> =
@@ -350,7 +355,7 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
         MigrateOutcome::Migrated {
             from: 1,
             to: memotag::FORMAT_GENERATION,
-            applied: vec!["0002_procedures".into()]
+            applied: vec!["0002_procedures".into(), "0004_code_records".into()]
         }
     );
     let store = Store::open(&old).unwrap();
@@ -443,7 +448,7 @@ proptest! {
         let inputs: Vec<_> = xs.iter().enumerate().map(|(i, x)| (memotag::InputTag(uuid::Uuid::from_u128(10 + i as u128)), int(*x))).collect();
         let input_ids = inputs.iter().map(|(_, v)| v.id()).collect();
         let call = memotag::BoundCall { function, call_id: memotag::CallId([7; 16]), inputs, input_ids };
-        let request = RecordRequest { call, outputs: vec![int(out)], code: 0 };
+        let request = RecordRequest::without_code(call, vec![int(out)]);
         let wire = RecordV1::downgrade(&request).unwrap();
         let back: RecordV1 = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
         prop_assert_eq!(Wire::<RecordRequest>::upgrade(back), request);

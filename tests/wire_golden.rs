@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use common::int;
 use memotag::protocol::procedures::{
-    Answer, Query, RecordRequest, CALL_LOOKUP, CALL_QUERY, CALL_RECORD, CALL_RECORD_BATCH,
-    SCHEMA_CHANGE, SCHEMA_LOG, VALUE_GET,
+    Answer, LookupAnswer, LookupRequest, Query, RecordRequest, CALL_LOOKUP, CALL_QUERY,
+    CALL_RECORD, CALL_RECORD_BATCH, SCHEMA_CHANGE, SCHEMA_LOG, VALUE_GET,
 };
 use memotag::protocol::Procedure;
 use memotag::{
@@ -126,17 +126,50 @@ fn schema_log_generations_are_stable() {
 
 #[test]
 fn call_record_generations_are_stable() {
-    let request = RecordRequest {
-        call: sample_call(),
-        outputs: vec![int(12)],
-        code: 0,
-    };
+    let request = RecordRequest::without_code(sample_call(), vec![int(12)]);
     check(&CALL_RECORD, &request, &RecordOutcome::Inserted { seq: 5 });
     check(
         &CALL_RECORD_BATCH,
         &vec![request],
         &vec![RecordOutcome::AlreadyRecorded { seq: 5 }],
     );
+}
+
+#[test]
+fn code_generations_are_stable() {
+    use memotag::protocol::procedures::{
+        PackageRow, CODE_PACKAGES, CODE_PREFLIGHT, CODE_RECORD, CODE_SOURCE,
+    };
+    let record = memotag::CodeRecord {
+        own: Some("0f".repeat(16)),
+        user: vec![memotag::UserRef {
+            name: "helper".into(),
+            hash: "ab".repeat(16),
+        }],
+        libraries: vec![memotag::LibraryRef {
+            name: "StandardizedTransformer".into(),
+            kind: memotag::RefKind::Class,
+            library: "nnterp".into(),
+            version: Some("0.1.0".into()),
+            source_hash: Some("cd".repeat(16)),
+            declared: true,
+        }],
+        notes: vec![],
+    };
+    check(&CODE_RECORD, &3, &Some(record));
+    check(&CODE_PREFLIGHT, &vec!["ab".repeat(16)], &vec![]);
+    check(
+        &CODE_SOURCE,
+        &"ab".repeat(16),
+        &Some("def helper(x):\n    return x\n".to_string()),
+    );
+    let row = PackageRow {
+        library: "nnterp".into(),
+        version: Some("0.1.0".into()),
+        declared: true,
+        results: 2,
+    };
+    check(&CODE_PACKAGES, &vec![FunctionTag(tag(1))], &vec![row]);
 }
 
 #[test]
@@ -147,7 +180,16 @@ fn lookup_query_and_value_generations_are_stable() {
         output_ids: vec![int(12).id()],
         outputs: vec![int(12)],
     };
-    check(&CALL_LOOKUP, &sample_call(), &Some(hit));
+    let request = LookupRequest {
+        call: sample_call(),
+        reader: None,
+    };
+    let answer = LookupAnswer {
+        hit: Some(hit),
+        other_code: 0,
+        changed: vec![],
+    };
+    check(&CALL_LOOKUP, &request, &answer);
     let query = Query::Count {
         function: FunctionTag(tag(1)),
     };

@@ -10,22 +10,63 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Serialize};
 
 use super::{build_menu, Generation, Menu, Procedure, Wire};
+use std::sync::Arc;
+
 use crate::calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
+use crate::code::{CodeRecord, Reader, SourceText};
 use crate::schema::{FamilyTag, FunctionSpec, FunctionTag, InputSpec, InputTag, SchemaChange};
 use crate::storage::catalog::LogEntry;
 use crate::value::{EncodedValue, ValueId};
 
 // ---- model types of requests that have no other home -------------------------------------------
 
-/// The code record a result ran with; 0 is the empty record (no code captured).
-pub type CodeKey = i64;
-
-/// Record one result of a bound call.
+/// Record one result of a bound call, with the code it ran (empty: not captured) and the source
+/// texts the store may lack (a client that ran `code.preflight` sends only those).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordRequest {
     pub call: BoundCall,
     pub outputs: Vec<EncodedValue>,
-    pub code: CodeKey,
+    #[serde(default)]
+    pub code: CodeRecord,
+    #[serde(default)]
+    pub sources: Vec<SourceText>,
+}
+
+impl RecordRequest {
+    /// A result recorded without code.
+    pub fn without_code(call: BoundCall, outputs: Vec<EncodedValue>) -> Self {
+        RecordRequest {
+            call,
+            outputs,
+            code: CodeRecord::default(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// Look a call up, as a reader with code and rules (`None`: any code is acceptable).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupRequest {
+    pub call: BoundCall,
+    pub reader: Option<Arc<Reader>>,
+}
+
+/// What a lookup found: the newest acceptable result, how many results exist under code the
+/// reader does not accept, and what user code differs in the hit (for a warning).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupAnswer {
+    pub hit: Option<Hit>,
+    pub other_code: u64,
+    pub changed: Vec<String>,
+}
+
+/// One library the store has seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRow {
+    pub library: String,
+    pub version: Option<String>,
+    pub declared: bool,
+    pub results: u64,
 }
 
 /// A read-only question about recorded results.
@@ -108,13 +149,67 @@ pub static CALL_RECORD_BATCH: LazyLock<Procedure<Vec<RecordRequest>, Vec<RecordO
         )
     });
 
-/// The canonical outputs of the newest result of a call.
-pub static CALL_LOOKUP: LazyLock<Procedure<BoundCall, Option<Hit>>> = LazyLock::new(|| {
+/// The canonical outputs of the newest acceptable result of a call. Generation 1 predates
+/// reader code rules: it cannot carry them.
+pub static CALL_LOOKUP: LazyLock<Procedure<LookupRequest, LookupAnswer>> = LazyLock::new(|| {
     Procedure::new(
         "call.lookup",
-        vec![Generation::new::<BoundCall, Option<Hit>>(1)],
+        vec![
+            Generation::new::<BoundCall, Option<Hit>>(1),
+            Generation::new::<LookupRequest, LookupAnswer>(2),
+        ],
     )
 });
+
+/// Which of these source hashes the store already holds (advisory: the store has the final say).
+pub static CODE_PREFLIGHT: LazyLock<Procedure<Vec<String>, Vec<String>>> = LazyLock::new(|| {
+    Procedure::new(
+        "code.preflight",
+        vec![Generation::new::<Vec<String>, Vec<String>>(1)],
+    )
+});
+
+/// A code record by its store id.
+pub static CODE_RECORD: LazyLock<Procedure<i64, Option<CodeRecord>>> = LazyLock::new(|| {
+    Procedure::new(
+        "code.record",
+        vec![Generation::new::<i64, Option<CodeRecord>>(1)],
+    )
+});
+
+/// A source text by hash.
+pub static CODE_SOURCE: LazyLock<Procedure<String, Option<String>>> = LazyLock::new(|| {
+    Procedure::new(
+        "code.source",
+        vec![Generation::new::<String, Option<String>>(1)],
+    )
+});
+
+/// The libraries the store has seen, with how many results used each version.
+pub static CODE_PACKAGES: LazyLock<Procedure<Vec<FunctionTag>, Vec<PackageRow>>> =
+    LazyLock::new(|| {
+        Procedure::new(
+            "code.packages",
+            vec![Generation::new::<Vec<FunctionTag>, Vec<PackageRow>>(1)],
+        )
+    });
+
+/// Results computed with one library version.
+pub static CODE_RESULTS_WITH: LazyLock<Procedure<ResultsWith, Vec<ResultRow>>> =
+    LazyLock::new(|| {
+        Procedure::new(
+            "code.results_with",
+            vec![Generation::new::<ResultsWith, Vec<ResultRow>>(1)],
+        )
+    });
+
+/// "Results computed with `library` `version`", over these function versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultsWith {
+    pub library: String,
+    pub version: Option<String>,
+    pub functions: Vec<(FunctionTag, Vec<InputTag>)>,
+}
 
 /// Queries over recorded results.
 pub static CALL_QUERY: LazyLock<Procedure<Query, Answer>> =
@@ -136,6 +231,11 @@ pub fn declarations() -> Vec<(&'static str, Vec<u32>)> {
         (CALL_RECORD.method, CALL_RECORD.versions()),
         (CALL_RECORD_BATCH.method, CALL_RECORD_BATCH.versions()),
         (CALL_LOOKUP.method, CALL_LOOKUP.versions()),
+        (CODE_PREFLIGHT.method, CODE_PREFLIGHT.versions()),
+        (CODE_RECORD.method, CODE_RECORD.versions()),
+        (CODE_SOURCE.method, CODE_SOURCE.versions()),
+        (CODE_PACKAGES.method, CODE_PACKAGES.versions()),
+        (CODE_RESULTS_WITH.method, CODE_RESULTS_WITH.versions()),
         (CALL_QUERY.method, CALL_QUERY.versions()),
         (VALUE_GET.method, VALUE_GET.versions()),
     ]
@@ -145,12 +245,14 @@ pub fn declarations() -> Vec<(&'static str, Vec<u32>)> {
 pub static LOCAL_MENU: LazyLock<Menu> =
     LazyLock::new(|| build_menu(declarations()).expect("procedure declarations are consistent"));
 
-/// The menu a store file of format generation 1 supports: it predates the procedures table,
-/// and every operation it knew is generation 1.
+/// The menu a store file of format generation 1 supports: it predates the procedures table and
+/// code records; every operation it knew is generation 1.
 pub fn format1_menu() -> Menu {
     let mut menu = Menu::new();
     for (method, _) in declarations() {
-        menu = menu.with(method, [1]);
+        if !method.starts_with("code.") {
+            menu = menu.with(method, [1]);
+        }
     }
     menu
 }
@@ -288,7 +390,7 @@ pub struct RecordV1 {
 
 impl Wire<RecordRequest> for RecordV1 {
     fn downgrade(model: &RecordRequest) -> Result<Self, String> {
-        if model.code != 0 {
+        if !model.code.is_empty() {
             return Err("the result carries a code record, which generation 1 cannot send; dropping it would file the result under other code".to_string());
         }
         Ok(RecordV1 {
@@ -301,16 +403,15 @@ impl Wire<RecordRequest> for RecordV1 {
 
     fn upgrade(self) -> RecordRequest {
         let input_ids = self.inputs.iter().map(|(_, v)| v.id()).collect();
-        RecordRequest {
-            call: BoundCall {
+        RecordRequest::without_code(
+            BoundCall {
                 function: self.function,
                 call_id: self.call_id,
                 inputs: self.inputs,
                 input_ids,
             },
-            outputs: self.outputs,
-            code: 0,
-        }
+            self.outputs,
+        )
     }
 }
 
@@ -321,5 +422,39 @@ impl Wire<Vec<RecordRequest>> for Vec<RecordV1> {
 
     fn upgrade(self) -> Vec<RecordRequest> {
         self.into_iter().map(RecordV1::upgrade).collect()
+    }
+}
+
+// ---- generation 1 of call.lookup -----------------------------------------------------------------
+
+/// Generation 1 sends the bound call alone: no reader rules.
+impl Wire<LookupRequest> for BoundCall {
+    fn downgrade(model: &LookupRequest) -> Result<Self, String> {
+        match &model.reader {
+            None => Ok(model.call.clone()),
+            Some(_) => Err("the reader's code rules cannot travel as generation 1; without them a result recorded under unacceptable code could be a hit (run `memotag migrate` on the store)".to_string()),
+        }
+    }
+
+    fn upgrade(self) -> LookupRequest {
+        LookupRequest {
+            call: self,
+            reader: None,
+        }
+    }
+}
+
+/// Generation 1 answers with the hit alone.
+impl Wire<LookupAnswer> for Option<Hit> {
+    fn downgrade(model: &LookupAnswer) -> Result<Self, String> {
+        Ok(model.hit.clone())
+    }
+
+    fn upgrade(self) -> LookupAnswer {
+        LookupAnswer {
+            hit: self,
+            other_code: 0,
+            changed: Vec::new(),
+        }
     }
 }

@@ -205,11 +205,14 @@ pub fn call_results(
         let code: i64 = row.get(1)?;
         let packed = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
         let ids = unpack_ids(packed).ok_or_else(|| {
-            StorageError::Corrupt(format!("result {seq} of {} has bad outputs", memo_table(function)))
+            StorageError::Corrupt(format!(
+                "result {seq} of {} has bad outputs",
+                memo_table(function)
+            ))
         })?;
         out.push((seq, code, ids));
     }
-    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
     Ok(out)
 }
 

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_procedures",
         sql: include_str!("../../schema/0002_procedures.sql"),
     },
+    Migration {
+        generation: 4,
+        name: "0004_code_records",
+        sql: include_str!("../../schema/0004_code_records.sql"),
+    },
 ];
 
 /// The newest format generation this build writes and reads.

@@ -6,6 +6,7 @@
 
 mod blobs;
 pub mod catalog;
+pub mod code;
 mod file;
 pub mod maintenance;
 pub mod memo;
