@@ -219,6 +219,11 @@ pub fn judge(reader: &Reader, recorded: &CodeRecord) -> Verdict {
             ));
         }
     }
+    if reader.strict && recorded.is_empty() && !reader.code.is_empty() {
+        return Verdict::Reject(
+            "recorded without code, so a strict reader cannot tell it is the same".to_string(),
+        );
+    }
     let changed = user_code_changes(&reader.code, recorded);
     if reader.strict && !changed.is_empty() {
         return Verdict::Reject(format!("code changed: {}", changed.join(", ")));
