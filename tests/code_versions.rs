@@ -72,7 +72,8 @@ fn each_policy_against_each_kind_of_library_change() {
     use Policy::*;
     // (case, recorded version, caller version, caller has it, caller's source hash, expected
     // hit under [exact, semver-patch, newer-ok, any]).
-    let cases: Vec<(&str, &str, Option<&str>, &str, [bool; 4])> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, [bool; 4]);
+    let cases: Vec<Case> = vec![
         (
             "same version",
             "0.1.0",

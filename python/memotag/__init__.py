@@ -27,7 +27,8 @@ import os
 import warnings
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
-from . import _errors, _memotag
+from . import _code, _errors, _memotag
+from ._code import remote
 from ._errors import (
     CodeChangedWarning,
     ConflictWarning,
@@ -46,6 +47,7 @@ __version__ = _memotag.__version__
 
 __all__ = [
     "Store",
+    "remote",
     "Memo",
     "FunctionInfo",
     "MemotagError",
@@ -143,7 +145,10 @@ class Store(_memotag.Store):
             unknown = ignore - {p[0] for p in params}
             if unknown:
                 raise TypeError(f"{f.__qualname__}: ignore= names unknown parameters {sorted(unknown)}")
-            m, notices = self._memo(f, name or f.__name__, version, params, list(outputs), new)
+            capture = functools.partial(_code.capture, deps=deps)
+            m, notices = self._memo(
+                f, name or f.__name__, version, params, list(outputs), new, capture, code, policy
+            )
             for category, message in notices:
                 warnings.warn(message, getattr(_errors, category), stacklevel=stacklevel)
             functools.update_wrapper(m, f)
@@ -172,8 +177,14 @@ class Store(_memotag.Store):
         pandas DataFrame with one column per input and output.
         """
         rows = self._calls(name, version, where, limit)
+        codes: dict = {}
         for row in rows:
             row["created_at"] = _time(row["created_at"])
+            code_id = row["code"]
+            if code_id not in codes:
+                text = self._code_record(code_id)
+                codes[code_id] = json.loads(text) if text else None
+            row["code"] = codes[code_id]
         if not as_frame:
             return rows
         import pandas as pd
@@ -183,6 +194,7 @@ class Store(_memotag.Store):
             item = {"call_id": row["call_id"], "version": row["version"]}
             item.update({f"{k}": v for k, v in row["inputs"].items()})
             item.update({f"{k}": v for k, v in row["outputs"].items()})
+            item["code"] = (row["code"] or {}).get("own")
             item["created_at"] = row["created_at"]
             item["client"] = row["client"]
             flat.append(item)
@@ -203,11 +215,11 @@ class Store(_memotag.Store):
         return rows
 
     def packages(self) -> dict:
-        """Libraries and versions seen in recorded code: ``{library: [versions]}``.
-
-        Code records are not captured yet by this version of memotag, so this is empty.
-        """
-        return {}
+        """Libraries and versions seen in recorded code: ``{library: [versions]}``."""
+        out: dict = {}
+        for library, version, _declared, _results in self._packages():
+            out.setdefault(library, []).append(version)
+        return out
 
     @contextlib.contextmanager
     def batch(self):

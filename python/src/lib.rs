@@ -2,14 +2,18 @@
 //! hot path of a decorated call (binding, encoding, hashing, lookup, decoding); every store rule
 //! lives in the core crate.
 
+// Tuples are how rows cross into Python; naming each shape would not make them clearer.
+#![allow(clippy::type_complexity)]
+
 mod convert;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memotag::{
-    CallError, Error, FunctionTag, InputTag, Interface, Mode, Notice, OpenError, OpenOptions,
-    Parameter, RecordOutcome, SchemaError, StorageError, Store,
+    CallError, CodeRecord, Error, FunctionTag, InputTag, Interface, Mode, Notice, OpenError,
+    OpenOptions, Parameter, Policy, Reader, RecordOutcome, SchemaError, SourceText, StorageError,
+    Store,
 };
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -68,7 +72,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
             raise(py, "NotAStore", e.to_string())
         }
         OpenError::NotFound { .. } => raise(py, "NotAStore", e.to_string()),
-        OpenError::NewerFormat { .. } => raise(py, "VersionError", e.to_string()),
+        OpenError::NewerFormat { .. } | OpenError::Version(_) => {
+            raise(py, "VersionError", e.to_string())
+        }
         OpenError::ModeMismatch { .. } => raise(py, "MemotagError", e.to_string()),
         OpenError::Storage(s) => storage_error(py, s),
     }
@@ -80,6 +86,7 @@ fn schema_error(py: Python<'_>, e: SchemaError) -> PyErr {
             raise(py, "IncompatibleSignature", e.to_string())
         }
         SchemaError::Storage(s) => storage_error(py, s),
+        SchemaError::Version(_) => raise(py, "VersionError", e.to_string()),
         SchemaError::NoSuchFunction(_)
         | SchemaError::NoSuchVersion { .. }
         | SchemaError::NoSuchInput { .. } => raise(py, "MemotagError", e.to_string()),
@@ -90,6 +97,7 @@ fn schema_error(py: Python<'_>, e: SchemaError) -> PyErr {
 fn call_error(py: Python<'_>, e: CallError) -> PyErr {
     match &e {
         CallError::Storage(s) => storage_error(py, s),
+        CallError::Version(_) => raise(py, "VersionError", e.to_string()),
         _ => raise(py, "MemotagError", e.to_string()),
     }
 }
@@ -112,6 +120,8 @@ pub struct PyStore {
     path: String,
     options: OpenOptions,
     state: Mutex<StoreState>,
+    policy: Policy,
+    verify_source_hash: bool,
 }
 
 struct StoreState {
@@ -168,12 +178,7 @@ impl PyStore {
         verify_source_hash: bool,
         readonly: bool,
     ) -> PyResult<Self> {
-        if !matches!(policy, "exact" | "semver-patch" | "newer-ok" | "any") {
-            return Err(PyValueError::new_err(format!(
-                "unknown policy {policy:?}: expected 'exact', 'semver-patch', 'newer-ok' or 'any'"
-            )));
-        }
-        let _ = verify_source_hash;
+        let policy: Policy = policy.parse().map_err(PyValueError::new_err)?;
         let mut options = OpenOptions::new().read_only(readonly);
         if let Some(mode) = parse_mode(py, mode)? {
             options = options.mode(mode);
@@ -185,6 +190,8 @@ impl PyStore {
         Ok(PyStore {
             path: path_str,
             options,
+            policy,
+            verify_source_hash,
             state: Mutex::new(StoreState {
                 store: Some(Arc::new(store)),
                 generation: FORK_GENERATION.load(Ordering::Relaxed),
@@ -221,8 +228,11 @@ impl PyStore {
 
     /// Binds a Python function to the store and returns its memoized form. `params`: one
     /// `(name, has_default, default, ignored)` per parameter, in order.
+    /// `capture(func, renames) -> (record json, {hash: source}, [(globals, name, id)])` captures
+    /// the function's code; `code` is "warn", "strict" or "ignore"; `policy` overrides the
+    /// store's.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (func, name, version, params, outputs, new))]
+    #[pyo3(signature = (func, name, version, params, outputs, new, capture, code, policy))]
     fn _memo(
         slf: &Bound<'_, Self>,
         func: Py<PyAny>,
@@ -231,7 +241,24 @@ impl PyStore {
         params: Vec<(String, bool, Py<PyAny>, bool)>,
         outputs: Vec<String>,
         new: bool,
+        capture: Py<PyAny>,
+        code: &str,
+        policy: Option<&str>,
     ) -> PyResult<(Memo, Vec<(&'static str, String)>)> {
+        let code_mode = match code {
+            "warn" => CodeMode::Warn,
+            "strict" => CodeMode::Strict,
+            "ignore" => CodeMode::Ignore,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown code= mode {other:?}"
+                )))
+            }
+        };
+        let policy = match policy {
+            Some(p) => p.parse().map_err(PyValueError::new_err)?,
+            None => slf.get().policy,
+        };
         let py = slf.py();
         let store = slf.get().store(py)?;
         let mut parameters = Vec::new();
@@ -294,7 +321,7 @@ impl PyStore {
             .with_catalog(|c| c.function_name(function.tag).map(str::to_string))
             .map_err(|e| schema_error(py, e))?
             .unwrap_or(name);
-        let memo = Memo {
+        let mut memo = Memo {
             store: slf.clone().unbind(),
             func,
             params: plan,
@@ -302,7 +329,15 @@ impl PyStore {
             name: family_name,
             version: function.version,
             outputs: function.outputs.clone(),
+            capture,
+            code_mode,
+            policy,
+            verify_source_hash: slf.get().verify_source_hash,
+            code: Mutex::new(CodeState::default()),
+            warned: std::sync::atomic::AtomicBool::new(false),
         };
+        let state = memo.capture_code(py, &store)?;
+        memo.code = Mutex::new(state);
         Ok((memo, warnings))
     }
 
@@ -565,6 +600,29 @@ impl PyStore {
         Ok(out)
     }
 
+    /// (library, version, declared, results) for every library version the store has seen.
+    fn _packages(&self, py: Python<'_>) -> PyResult<Vec<(String, Option<String>, bool, u64)>> {
+        let store = self.store(py)?;
+        let rows = store.packages().map_err(|e| call_error(py, e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.library, r.version, r.declared, r.results))
+            .collect())
+    }
+
+    /// A code record by store id, as JSON (None if unknown).
+    fn _code_record(&self, py: Python<'_>, id: i64) -> PyResult<Option<String>> {
+        let store = self.store(py)?;
+        let record = store.code_record(id).map_err(|e| call_error(py, e))?;
+        Ok(record.map(|r| serde_json::to_string(&r).unwrap_or_default()))
+    }
+
+    /// A stored source text by hash.
+    fn source(&self, py: Python<'_>, hash: &str) -> PyResult<Option<String>> {
+        let store = self.store(py)?;
+        store.source(hash).map_err(|e| call_error(py, e))
+    }
+
     /// The canonical encoding of a Python object, as (codec, bytes, value id hex). For tests and
     /// for checking what a value will be stored as.
     #[staticmethod]
@@ -667,9 +725,100 @@ pub struct Memo {
     name: String,
     version: u32,
     outputs: Vec<String>,
+    /// `memotag._code.capture` bound to this function's renames and declared deps.
+    capture: Py<PyAny>,
+    code_mode: CodeMode,
+    policy: Policy,
+    verify_source_hash: bool,
+    code: Mutex<CodeState>,
+    /// `CodeChangedWarning` is given once per function and process.
+    warned: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CodeMode {
+    Warn,
+    Strict,
+    Ignore,
+}
+
+/// The code this function runs now, as the reader it looks up with.
+#[derive(Default)]
+struct CodeState {
+    reader: Arc<Reader>,
+    /// Sources the store did not hold at capture time; sent with the next record.
+    pending: Vec<SourceText>,
+    /// (globals dict, name, address of the object it held): a redefined helper is noticed by
+    /// identity, without reading any source on the hot path.
+    watch: Vec<(Py<PyDict>, Py<pyo3::types::PyString>, usize)>,
 }
 
 impl Memo {
+    /// Captures the function's code (through Python) and asks the store which sources it
+    /// already holds, so that records send only the others.
+    fn capture_code(&self, py: Python<'_>, store: &Store) -> PyResult<CodeState> {
+        let renames = PyDict::new(py);
+        for p in &self.params {
+            if let Some(tag) = p.tag {
+                renames.set_item(&p.name, tag.to_string())?;
+            }
+        }
+        let captured = self.capture.bind(py).call1((self.func.bind(py), renames))?;
+        let (json, sources, watch): (
+            String,
+            std::collections::HashMap<String, String>,
+            Vec<(Bound<'_, PyDict>, Bound<'_, pyo3::types::PyString>, usize)>,
+        ) = captured.extract()?;
+        let record: CodeRecord = serde_json::from_str(&json).map_err(|e| {
+            PyValueError::new_err(format!("captured code record is malformed: {e}"))
+        })?;
+        let hashes: Vec<String> = sources.keys().cloned().collect();
+        let held = store.preflight(&hashes).unwrap_or_default();
+        let pending = sources
+            .into_iter()
+            .filter(|(hash, _)| !held.contains(hash))
+            .map(|(hash, text)| SourceText { hash, text })
+            .collect();
+        let reader = Reader {
+            code: record.normalized(),
+            policy: self.policy,
+            verify_source_hash: self.verify_source_hash,
+            strict: self.code_mode == CodeMode::Strict,
+        };
+        Ok(CodeState {
+            reader: Arc::new(reader),
+            pending,
+            watch: watch
+                .into_iter()
+                .map(|(g, n, id)| (g.unbind(), n.unbind(), id))
+                .collect(),
+        })
+    }
+
+    /// The reader for this call, recaptured first if a referenced global was redefined.
+    fn reader(&self, py: Python<'_>, store: &Store) -> PyResult<Arc<Reader>> {
+        let stale = {
+            let state = self.code.lock();
+            let mut stale = false;
+            for (globals, name, id) in &state.watch {
+                let now = globals.bind(py).get_item(name.bind(py))?;
+                if now.as_ref().map(|o| o.as_ptr() as usize) != Some(*id) {
+                    stale = true;
+                    break;
+                }
+            }
+            if !stale {
+                return Ok(state.reader.clone());
+            }
+            stale
+        };
+        debug_assert!(stale);
+        let fresh = self.capture_code(py, store)?;
+        let reader = fresh.reader.clone();
+        *self.code.lock() = fresh;
+        Ok(reader)
+    }
+
     /// Binds arguments like Python does, then to input tags: the call the store sees.
     fn bind_call(
         &self,
@@ -776,7 +925,25 @@ impl Memo {
     ) -> PyResult<Py<PyAny>> {
         let store = self.store.get().store(py)?;
         let call = self.bind_call(py, &store, args, kwargs)?;
-        if let Some(hit) = store.lookup(&call).map_err(|e| call_error(py, e))? {
+        let reader = self.reader(py, &store)?;
+        let answer = store
+            .lookup_with(&call, &reader)
+            .map_err(|e| call_error(py, e))?;
+        if let Some(hit) = answer.hit {
+            if !answer.changed.is_empty()
+                && self.code_mode == CodeMode::Warn
+                && !self.warned.swap(true, Ordering::Relaxed)
+            {
+                warn(
+                    py,
+                    "CodeChangedWarning",
+                    &format!(
+                        "{}(): served a result recorded under different code ({} changed); pass version= to the decorator if results should differ (this warning is shown once)",
+                        self.name,
+                        answer.changed.join(", ")
+                    ),
+                )?;
+            }
             return self.outputs_to_python(py, &hit.outputs);
         }
         let result = self.func.bind(py).call(args, kwargs)?;
@@ -796,9 +963,17 @@ impl Memo {
             };
             items.iter().map(convert::encode).collect::<PyResult<_>>()?
         };
-        let outcome = py
-            .detach(|| store.record(&call, outputs))
-            .map_err(|e| call_error(py, e))?;
+        let sources = std::mem::take(&mut self.code.lock().pending);
+        let code = reader.code.clone();
+        let recorded = py.detach(|| store.record_with_code(&call, outputs, code, sources.clone()));
+        let outcome = match recorded {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Not stored: send them again next time.
+                self.code.lock().pending.extend(sources);
+                return Err(call_error(py, e));
+            }
+        };
         if let RecordOutcome::Conflict { .. } = outcome {
             warn(
                 py,
@@ -808,7 +983,10 @@ impl Memo {
                     self.name
                 ),
             )?;
-            if let Some(hit) = store.lookup(&call).map_err(|e| call_error(py, e))? {
+            let answer = store
+                .lookup_with(&call, &reader)
+                .map_err(|e| call_error(py, e))?;
+            if let Some(hit) = answer.hit {
                 return self.outputs_to_python(py, &hit.outputs);
             }
         }
@@ -825,8 +1003,20 @@ impl Memo {
     ) -> PyResult<Py<PyAny>> {
         let store = self.store.get().store(py)?;
         let call = self.bind_call(py, &store, args, kwargs)?;
-        match store.lookup(&call).map_err(|e| call_error(py, e))? {
+        let reader = self.reader(py, &store)?;
+        let answer = store
+            .lookup_with(&call, &reader)
+            .map_err(|e| call_error(py, e))?;
+        match answer.hit {
             Some(hit) => self.outputs_to_python(py, &hit.outputs),
+            None if answer.other_code > 0 => Err(raise(
+                py,
+                "Miss",
+                format!(
+                    "no recorded result of {}() for these arguments under code this caller accepts ({} result(s) exist under other code)",
+                    self.name, answer.other_code
+                ),
+            )),
             None => Err(raise(
                 py,
                 "Miss",
@@ -865,6 +1055,14 @@ impl Memo {
     #[getter]
     fn outputs(&self) -> Vec<String> {
         self.outputs.clone()
+    }
+
+    /// The code record this function looks up and records with (as JSON).
+    #[getter]
+    fn code_record(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.store.get().store(py)?;
+        let reader = self.reader(py, &store)?;
+        serde_json::to_string(&reader.code).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     #[getter]
