@@ -83,6 +83,46 @@ class FunctionInfo(NamedTuple):
     n_calls: int
 
 
+def _html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], limit: int = 200) -> str:
+    import html
+
+    rows = list(rows)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_short(c))}</td>" for c in row) + "</tr>" for row in rows[:limit]
+    )
+    more = f"<p>… {len(rows) - limit} more</p>" if len(rows) > limit else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class FunctionList(list):
+    """A list of :class:`FunctionInfo` that shows as a table in notebooks."""
+
+    def _repr_html_(self) -> str:
+        return _html_table(
+            ["function", "version", "inputs", "outputs", "results"],
+            [(f.name, f.version, ", ".join(f.inputs), ", ".join(f.outputs), f.n_calls) for f in self],
+        )
+
+
+class CallList(list):
+    """A list of recorded results (dicts) that shows as a table in notebooks."""
+
+    def _repr_html_(self) -> str:
+        return _html_table(
+            ["call", "version", "inputs", "outputs", "recorded", "by"],
+            [
+                (r["call_id"][:12], r["version"], r["inputs"], r["outputs"], r["created_at"], r["client"])
+                for r in self
+            ],
+        )
+
+
 def _time(ms: int) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc)
 
@@ -164,10 +204,10 @@ class Store(_memotag.Store):
 
     def functions(self) -> list:
         """One :class:`FunctionInfo` per function version."""
-        return [
+        return FunctionList(
             FunctionInfo(name, version, tag, tuple(inputs), tuple(outputs), n)
             for name, version, tag, inputs, outputs, n in self._functions()
-        ]
+        )
 
     def calls(self, name: str, version: Optional[int] = None, where: Optional[dict] = None,
               as_frame: bool = False, limit: Optional[int] = None):
@@ -186,7 +226,7 @@ class Store(_memotag.Store):
                 codes[code_id] = json.loads(text) if text else None
             row["code"] = codes[code_id]
         if not as_frame:
-            return rows
+            return CallList(rows)
         import pandas as pd
 
         flat = []
@@ -252,14 +292,7 @@ class Store(_memotag.Store):
 
         if self.closed:
             return f"<p>memotag store <code>{html.escape(self.path)}</code> (closed)</p>"
-        rows = "".join(
-            f"<tr><td>{html.escape(f.name)}</td><td>{f.version}</td>"
-            f"<td>{html.escape(', '.join(f.inputs))}</td><td>{html.escape(', '.join(f.outputs))}</td>"
-            f"<td>{f.n_calls}</td></tr>"
-            for f in self.functions()
-        )
         return (
             f"<p>memotag store <code>{html.escape(self.path)}</code> ({self.mode})</p>"
-            "<table><thead><tr><th>function</th><th>version</th><th>inputs</th><th>outputs</th>"
-            f"<th>results</th></tr></thead><tbody>{rows}</tbody></table>"
+            + self.functions()._repr_html_()
         )

@@ -275,6 +275,8 @@ def test_queries_and_frames(store):
     log = store.schema_log()
     assert log[0]["kind"] == "create_function" and log[0]["seq"] == 1
     assert "<table>" in store._repr_html_()
+    assert "<td>f</td>" in store.functions()._repr_html_()
+    assert "<table>" in store.calls("f")._repr_html_() and "x" in store.calls("f")._repr_html_()
 
 
 def test_schema_operations_from_python(store):
