@@ -163,6 +163,7 @@ impl OpenOptions {
                 handshake.write_level
             ));
         }
+        db.start()?;
         let client_name = self.client_name.clone().unwrap_or_else(default_client_name);
         let mut session = Session {
             db,

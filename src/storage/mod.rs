@@ -66,6 +66,7 @@ pub struct Database {
     read_only_reason: Option<String>,
     generation: u32,
     busy_timeout: Duration,
+    full_durability: bool,
     pub(crate) blobs: BlobStore,
 }
 
@@ -106,6 +107,15 @@ impl Database {
 
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Applies the store's mode to the connection (journal mode, synchronous, caches), once the
+    /// session has accepted the store. Read-only handles change nothing.
+    pub fn start(&mut self) -> Result<(), StorageError> {
+        if !self.read_only {
+            self.mode.configure(&self.conn, self.full_durability)?;
+        }
+        Ok(())
     }
 
     /// The file format generation (SQLite `user_version`).
@@ -410,9 +420,9 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
             });
         }
     }
-    if !req.read_only {
-        store_mode.configure(&conn, req.full_durability)?;
-    } else if store_mode == Mode::Shared {
+    // Pragmas that can write the file (journal mode) wait for `Database::start`, after the
+    // session's version checks: a store refused for its version is left as it was.
+    if store_mode == Mode::Shared {
         conn.execute_batch("PRAGMA mmap_size=0;")?;
     }
     let generation: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -425,6 +435,7 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
         read_only_reason: None,
         generation,
         busy_timeout: req.busy_timeout,
+        full_durability: req.full_durability,
         blobs,
     })
 }
