@@ -988,52 +988,53 @@ impl Session {
         let db = &self.db;
         let codes = &mut self.codes;
         CALL_LOOKUP.call(&self.selection, &request, |request| {
-            let conn = &db.conn;
-            let mut answer = LookupAnswer::default();
-            for (seq, code, output_ids) in
-                memo::call_results(conn, &request.call.function, &request.call.call_id)?
-            {
-                if let Some(reader) = &request.reader {
-                    let record = match codes.get(&code) {
-                        Some(record) => record.clone(),
-                        None => {
-                            let record = crate::storage::code::code_record(conn, code)?
-                                .ok_or_else(|| {
-                                    StorageError::Corrupt(format!(
-                                        "result {seq} refers to missing code record {code}"
-                                    ))
-                                })?;
-                            let record = Arc::new(record);
-                            codes.insert(code, record.clone());
-                            record
+            db.snapshot(|conn| {
+                let mut answer = LookupAnswer::default();
+                for (seq, code, output_ids) in
+                    memo::call_results(conn, &request.call.function, &request.call.call_id)?
+                {
+                    if let Some(reader) = &request.reader {
+                        let record = match codes.get(&code) {
+                            Some(record) => record.clone(),
+                            None => {
+                                let record = crate::storage::code::code_record(conn, code)?
+                                    .ok_or_else(|| {
+                                        StorageError::Corrupt(format!(
+                                            "result {seq} refers to missing code record {code}"
+                                        ))
+                                    })?;
+                                let record = Arc::new(record);
+                                codes.insert(code, record.clone());
+                                record
+                            }
+                        };
+                        match judge(reader, &record) {
+                            Verdict::Reject(_) => {
+                                answer.other_code += 1;
+                                continue;
+                            }
+                            Verdict::Accept { changed } => answer.changed = changed,
                         }
-                    };
-                    match judge(reader, &record) {
-                        Verdict::Reject(_) => {
-                            answer.other_code += 1;
-                            continue;
-                        }
-                        Verdict::Accept { changed } => answer.changed = changed,
                     }
+                    let mut outputs = Vec::with_capacity(output_ids.len());
+                    for id in &output_ids {
+                        let value = memo::get_value(conn, &db.blobs, id)?
+                            .ok_or(CallError::MissingValue(*id))?;
+                        outputs.push(value);
+                    }
+                    answer.hit = Some(Hit {
+                        seq,
+                        code,
+                        output_ids,
+                        outputs,
+                    });
+                    break;
                 }
-                let mut outputs = Vec::with_capacity(output_ids.len());
-                for id in &output_ids {
-                    let value = memo::get_value(conn, &db.blobs, id)?
-                        .ok_or(CallError::MissingValue(*id))?;
-                    outputs.push(value);
+                if answer.hit.is_some() {
+                    answer.other_code = 0;
                 }
-                answer.hit = Some(Hit {
-                    seq,
-                    code,
-                    output_ids,
-                    outputs,
-                });
-                break;
-            }
-            if answer.hit.is_some() {
-                answer.other_code = 0;
-            }
-            Ok(answer)
+                Ok(answer)
+            })
         })
     }
 
