@@ -1,4 +1,5 @@
 # The two commands: `make demo` (quickstart on a local store) and `make test` (every test).
+# `make bench` (not part of `make test`) measures memotag against bare SQLite and its peers.
 # Both install what they need: Python tools go into .venv/ at the repo root.
 
 PYTHON ?= python3
@@ -32,6 +33,27 @@ test-python: develop
 test-rust:
 	$(CARGO) build --release --all-targets
 	$(CARGO) test --release --workspace --exclude memotag-python
+
+# Benchmarks (docs/benchmarks.md): the Rust benches (benches/run.sh -> <target>/bench/rust.json),
+# then memotag against joblib.Memory, diskcache and lru_cache from Python (benches/peers.py ->
+# <target>/bench/peers.json and peers.png). <target> is $$CARGO_TARGET_DIR or ./target.
+# MEMOTAG_BENCH_QUICK=1 make bench: shorter measurements, 10k and 100k sizes, fewer peer calls.
+BENCH_OUT = $${CARGO_TARGET_DIR:-target}/bench
+ifeq ($(MEMOTAG_BENCH_QUICK),1)
+BENCH_ENV := MEMOTAG_CRITERION_ARGS="--warm-up-time 0.5 --measurement-time 1 --sample-size 10" \
+	MEMOTAG_BENCH_SIZES=10000,100000 MEMOTAG_DISK_N=10000
+PEERS_ARGS ?= --n 500 --array-reps 10
+else
+BENCH_ENV :=
+PEERS_ARGS ?=
+endif
+
+bench: $(VPY)
+	$(VPY) -m pip install --quiet joblib diskcache matplotlib
+	$(MAKE) develop
+	$(BENCH_ENV) benches/run.sh
+	$(VPY) benches/peers.py $(PEERS_ARGS)
+	@echo "\nbenchmark outputs: $(BENCH_OUT)/rust.json, $(BENCH_OUT)/peers.json, $(BENCH_OUT)/peers.png"
 
 lint:
 	$(CARGO) fmt --all -- --check
