@@ -1119,11 +1119,15 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `user@host`, from the environment and `gethostname`.
+/// `user@host`: the login name (environment, else the password database) and `gethostname`.
 fn default_client_name() -> String {
     let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
         .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(login_name)
+        .unwrap_or_else(|| "unknown".to_string());
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
     let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
@@ -1133,4 +1137,27 @@ fn default_client_name() -> String {
         "localhost".to_string()
     };
     format!("{user}@{host}")
+}
+
+/// The name of the current uid in the password database.
+fn login_name() -> Option<String> {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r fills `pwd` with pointers into `buf`, which outlives their use here.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
