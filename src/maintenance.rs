@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::code::CodeRecord;
 use crate::error::{CallError, OpenError, StorageError};
 use crate::schema::{Catalog, LoggedChange};
 use crate::storage::maintenance::{self as sql, LockProbe, ModeSwitch, ValueRow, ValueSource};
@@ -32,7 +33,9 @@ pub enum MaintenanceError {
     InUse { path: PathBuf, detail: String },
     #[error("{path} is on a network filesystem ({fs}), where local mode (WAL) cannot work across machines; nothing was changed (pass --force if only this machine ever opens it)")]
     NetworkFilesystem { path: PathBuf, fs: String },
-    #[error("{path} has malformed value references ({first}); nothing was removed: run `memotag check` first")]
+    #[error(
+        "{path} has malformed references ({first}); nothing was removed: run `memotag check` first"
+    )]
     UnsafeToCollect { path: PathBuf, first: String },
 }
 
@@ -55,8 +58,8 @@ impl Progress for () {
 /// One broken invariant found by [`check`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
-    /// `integrity`, `log`, `catalog`, `memo_table`, `reference`, `missing_value`, `value` or
-    /// `blob`.
+    /// `integrity`, `log`, `catalog`, `memo_table`, `reference`, `missing_value`, `value`,
+    /// `blob`, `missing_code` or `code`.
     pub kind: &'static str,
     pub message: String,
 }
@@ -75,7 +78,11 @@ const MAX_FINDINGS_PER_KIND: usize = 50;
 /// gapless from 1 and readable; the catalog tables equal what replaying the log gives; every
 /// function's memo table exists with the columns and defaults of its inputs; every value id that
 /// memo rows, conflicts and input defaults refer to is in `values`; every value's bytes match
-/// its id, and every value kept as a file has a file that verifies. An empty list means healthy.
+/// its id, and every value kept as a file has a file that verifies; every code record id that
+/// memo rows and conflicts refer to is in `code_records`; every code record parses and its hash
+/// is the hash of its normalized record; `code_libraries` holds exactly the library refs of the
+/// records. A source text a record mentions but the store lacks is not a finding: sources are
+/// advisory. An empty list means healthy.
 pub fn check(path: &Path, progress: &mut dyn Progress) -> Result<Vec<Finding>, MaintenanceError> {
     let db = sql::open_existing(path, true)?;
     let mut findings = Vec::new();
@@ -135,6 +142,7 @@ pub fn check(path: &Path, progress: &mut dyn Progress) -> Result<Vec<Finding>, M
             progress.advance(1);
         }
         progress.finish();
+        check_code(conn, &names, &mut findings)?;
         Ok(())
     })?;
     Ok(cap_findings(findings))
@@ -408,6 +416,137 @@ fn check_memo_tables(
     Ok(())
 }
 
+/// Code records: every referenced id exists; every record parses and hashes to its hash
+/// column; `code_libraries` mirrors the records' library refs.
+fn check_code(
+    conn: &rusqlite::Connection,
+    names: &HashMap<String, String>,
+    findings: &mut Vec<Finding>,
+) -> Result<(), StorageError> {
+    let rows = sql::code_rows(conn)?;
+    let present: HashSet<i64> = rows.iter().map(|r| r.id).chain([0]).collect();
+    for (source, code, n) in sql::code_references(conn)? {
+        if present.contains(&code) {
+            continue;
+        }
+        let from = match &source {
+            ValueSource::MemoTable(table) => format!(
+                "{n} result{} of {}",
+                plural(n),
+                names.get(table).cloned().unwrap_or_else(|| table.clone())
+            ),
+            _ => format!("{n} conflict{}", plural(n)),
+        };
+        findings.push(finding(
+            "missing_code",
+            format!(
+                "{from} point{} at code record {code}, which is not in code_records",
+                if n == 1 { "s" } else { "" }
+            ),
+        ));
+    }
+    let mut parsed: HashMap<i64, CodeRecord> = HashMap::new();
+    for row in &rows {
+        let record = match serde_json::from_str::<CodeRecord>(&row.record) {
+            Ok(record) => record.normalized(),
+            Err(e) => {
+                findings.push(finding(
+                    "code",
+                    format!("code record {} cannot be read: {e}", row.id),
+                ));
+                continue;
+            }
+        };
+        let hash = record.hash();
+        if row.hash.as_slice() != hash.0.as_slice() {
+            findings.push(finding(
+                "code",
+                format!(
+                    "code record {} has hash {}, but its record hashes to {}: one of them was modified",
+                    row.id,
+                    hex::encode(&row.hash),
+                    hex::encode(hash.0)
+                ),
+            ));
+        }
+        parsed.insert(row.id, record);
+    }
+    let Some(actual) = sql::code_library_rows(conn)? else {
+        return Ok(());
+    };
+    // What recording writes: one row per (name, library) of a record, the first in the
+    // normalized order winning (the table's key), the version '' when unknown.
+    let mut expected = Vec::new();
+    for (id, record) in &parsed {
+        let mut seen = HashSet::new();
+        for l in &record.libraries {
+            if seen.insert((&l.name, &l.library)) {
+                expected.push(sql::CodeLibraryRow {
+                    code: *id,
+                    name: l.name.clone(),
+                    library: l.library.clone(),
+                    version: l.version.clone().unwrap_or_default(),
+                    declared: l.declared,
+                });
+            }
+        }
+    }
+    let mut count: HashMap<&sql::CodeLibraryRow, i64> = HashMap::new();
+    for row in &expected {
+        *count.entry(row).or_default() += 1;
+    }
+    for row in &actual {
+        if !present.contains(&row.code) {
+            findings.push(finding(
+                "code",
+                format!(
+                    "code_libraries has a row for code record {}, which is not in code_records ({} from {})",
+                    row.code, row.name, row.library
+                ),
+            ));
+            continue;
+        }
+        if !parsed.contains_key(&row.code) {
+            continue; // an unreadable record, already reported
+        }
+        *count.entry(row).or_default() -= 1;
+    }
+    let mut diffs: Vec<(&sql::CodeLibraryRow, i64)> =
+        count.into_iter().filter(|(_, n)| *n != 0).collect();
+    diffs.sort();
+    for (row, n) in diffs {
+        let what = if n > 0 {
+            "lacks a row for a library ref of"
+        } else {
+            "has a row that is not a library ref of"
+        };
+        let version = if row.version.is_empty() {
+            "unknown version"
+        } else {
+            row.version.as_str()
+        };
+        findings.push(finding(
+            "code",
+            format!(
+                "code_libraries {what} code record {}: `{}` from {} {version}{}",
+                row.code,
+                row.name,
+                row.library,
+                if row.declared { " (declared)" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 fn check_value(
     conn: &rusqlite::Connection,
     blobs: &crate::storage::BlobStore,
@@ -499,13 +638,36 @@ fn table_names(catalog: Option<&Catalog>) -> HashMap<String, String> {
 
 // ---- gc --------------------------------------------------------------------------------------
 
-/// What garbage collection finds: values nothing refers to (with their files, if any), and value
-/// files that no value row claims.
+/// What garbage collection finds: values nothing refers to (with their files, if any), value
+/// files that no value row claims, code records no result or conflict refers to, and source
+/// texts no remaining code record mentions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Garbage {
     pub values: Vec<GarbageValue>,
     /// Files in the blob folder whose id has no values row kept as a file.
     pub orphan_files: Vec<GarbageFile>,
+    /// Code records (never id 0, the empty record), removed with their `code_libraries` rows.
+    pub codes: Vec<GarbageCode>,
+    pub sources: Vec<GarbageSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GarbageCode {
+    pub id: i64,
+    /// The record's hash column, in hex.
+    pub hash: String,
+    /// Bytes of the record's JSON.
+    pub size: u64,
+    /// The record, if its JSON parses.
+    pub record: Option<CodeRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GarbageSource {
+    pub hash: String,
+    /// Bytes of the text.
+    pub size: u64,
+    pub first_line: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -535,7 +697,10 @@ impl Garbage {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.orphan_files.is_empty()
+        self.values.is_empty()
+            && self.orphan_files.is_empty()
+            && self.codes.is_empty()
+            && self.sources.is_empty()
     }
 }
 
@@ -550,9 +715,11 @@ pub struct GcReport {
 }
 
 /// Finds (and unless `dry_run`, removes) values that no memo row, conflict or input default refers
-/// to, and value files that no value row claims. The values rows are found and deleted in one
-/// write transaction, so no writer can start referring to one in between; the files are deleted
-/// after that commits, under the write lock again, each only if no value row claims it by then.
+/// to, value files that no value row claims, code records (other than 0, the empty record) that
+/// no memo row or conflict refers to, with their `code_libraries` rows, and source texts that no
+/// remaining code record mentions. The rows are found and deleted in one write transaction, so
+/// no writer can start referring to one in between; the files are deleted after that commits,
+/// under the write lock again, each only if no value row claims it by then.
 pub fn gc(
     path: &Path,
     dry_run: bool,
@@ -625,6 +792,7 @@ pub fn gc(
             }
         }
         garbage.orphan_files.sort_by_key(|f| f.id);
+        collect_code(conn, path, &mut garbage)?;
         Ok(garbage)
     };
     if dry_run {
@@ -639,6 +807,10 @@ pub fn gc(
         let garbage = plan(conn, progress)?;
         let ids: Vec<ValueId> = garbage.values.iter().map(|v| v.id).collect();
         sql::delete_values(conn, &ids)?;
+        let codes: Vec<i64> = garbage.codes.iter().map(|c| c.id).collect();
+        sql::delete_code_records(conn, &codes)?;
+        let sources: Vec<String> = garbage.sources.iter().map(|s| s.hash.clone()).collect();
+        sql::delete_sources(conn, &sources)?;
         Ok::<_, MaintenanceError>(garbage)
     })?;
     let mut file_errors = Vec::new();
@@ -666,6 +838,52 @@ pub fn gc(
         removed: true,
         file_errors,
     })
+}
+
+/// Adds the unreferenced code records and the source texts that no kept code record mentions.
+/// A kept record that does not parse makes it unsafe to collect sources (which ones it mentions
+/// is unknown), so nothing is collected.
+fn collect_code(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    garbage: &mut Garbage,
+) -> Result<(), MaintenanceError> {
+    let used: HashSet<i64> = sql::code_references(conn)?
+        .into_iter()
+        .map(|(_, code, _)| code)
+        .collect();
+    let mut mentioned: HashSet<String> = HashSet::new();
+    for row in sql::code_rows(conn)? {
+        let record = serde_json::from_str::<CodeRecord>(&row.record);
+        if row.id != 0 && !used.contains(&row.id) {
+            garbage.codes.push(GarbageCode {
+                id: row.id,
+                hash: hex::encode(&row.hash),
+                size: row.record.len() as u64,
+                record: record.ok(),
+            });
+            continue;
+        }
+        match record {
+            Ok(record) => mentioned.extend(record.source_hashes()),
+            Err(e) => {
+                return Err(MaintenanceError::UnsafeToCollect {
+                    path: path.to_path_buf(),
+                    first: format!("code record {} cannot be read: {e}", row.id),
+                })
+            }
+        }
+    }
+    for source in sql::source_rows(conn)? {
+        if !mentioned.contains(&source.hash) {
+            garbage.sources.push(GarbageSource {
+                hash: source.hash,
+                size: source.size,
+                first_line: source.first_line,
+            });
+        }
+    }
+    Ok(())
 }
 
 // ---- migrate ---------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ use assert_cmd::Command;
 use common::{file_bytes, int};
 use memotag::storage::memo::memo_table;
 use memotag::storage::BlobStore;
-use memotag::{EncodedValue, FunctionSpec, InputSpec, Mode, OpenOptions, Store};
+use memotag::{
+    CodeRecord, EncodedValue, FunctionSpec, InputSpec, LibraryRef, Mode, OpenOptions, RefKind,
+    SourceText, Store, UserRef,
+};
 use predicates::prelude::*;
 use serde_json::{json, Value as J};
 
@@ -202,7 +205,10 @@ fn show_lists_inputs_results_code_and_conflicts_of_a_call() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["inputs"], json!({"x": 2, "offset": 0}));
     assert_eq!(rows[0]["outputs"], json!({"out": 4}));
-    assert_eq!(rows[0]["code"], 0);
+    assert_eq!(rows[0]["code_id"], 0);
+    assert_eq!(rows[0]["code"]["own"], J::Null, "recorded without code");
+    assert_eq!(rows[0]["code"]["hash"], "0".repeat(32));
+    assert_eq!(rows[0]["code"]["libraries"], json!([]));
     assert_eq!(rows[0]["conflicts"][0]["outputs"], json!({"out": 5}));
     memotag()
         .args(["show", b.p(), &"0".repeat(32)])
@@ -228,14 +234,425 @@ fn conflicts_lists_later_outputs_next_to_the_canonical_ones() {
 }
 
 #[test]
-fn packages_is_an_honest_empty_listing() {
+fn packages_of_a_store_without_code_is_an_empty_listing() {
     let b = build();
     assert_eq!(json_of(&["packages", b.p()]), json!([]));
     memotag()
         .args(["packages", b.p()])
         .assert()
         .success()
-        .stdout(predicate::str::contains("no packages recorded"));
+        .stdout(predicate::str::contains("no libraries recorded"));
+}
+
+// ---- code records ----------------------------------------------------------------------------
+
+const OWN_A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+const OWN_B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+const OWN_C: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+const HELPER: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
+const LIB_1: &str = "e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5";
+const LIB_2: &str = "f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6";
+const LIB_3: &str = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+
+fn source(hash: &str, text: &str) -> SourceText {
+    SourceText {
+        hash: hash.into(),
+        text: text.into(),
+    }
+}
+
+/// `StandardizedTransformer` from nnterp (declared, with its source hash) and numpy (detected).
+fn code_under(own: &str, nnterp: &str, lib_source: &str) -> CodeRecord {
+    CodeRecord {
+        own: Some(own.into()),
+        user: vec![UserRef {
+            name: "normalize".into(),
+            hash: HELPER.into(),
+        }],
+        libraries: vec![
+            LibraryRef {
+                name: "StandardizedTransformer".into(),
+                kind: RefKind::Class,
+                library: "nnterp".into(),
+                version: Some(nnterp.into()),
+                source_hash: Some(lib_source.into()),
+                declared: true,
+            },
+            LibraryRef {
+                name: "numpy".into(),
+                kind: RefKind::Module,
+                library: "numpy".into(),
+                version: Some("1.26.0".into()),
+                source_hash: None,
+                declared: false,
+            },
+        ],
+        notes: vec!["captured in a test".into()],
+    }
+}
+
+/// `embed(x) -> out`: x = 1, 2 recorded under code A (nnterp 0.1.0, every source sent), x = 3
+/// under code B (nnterp 0.2.0, whose library source was not sent).
+fn build_with_code() -> Built {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("code.memo");
+    let store = Store::open(&path).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("embed", vec![InputSpec::required("x")]))
+        .unwrap();
+    let x = f.inputs[0].tag;
+    for i in 1..=2 {
+        let call = store.bind(f.tag, vec![(x, int(i))]).unwrap();
+        store
+            .record_with_code(
+                &call,
+                vec![int(i * 10)],
+                code_under(OWN_A, "0.1.0", LIB_1),
+                vec![
+                    source(OWN_A, "def embed(x):\n    return normalize(x) * 10\n"),
+                    source(HELPER, "def normalize(x):\n    return x\n"),
+                    source(LIB_1, "class StandardizedTransformer: ...\n"),
+                ],
+            )
+            .unwrap();
+    }
+    let call = store.bind(f.tag, vec![(x, int(3))]).unwrap();
+    store
+        .record_with_code(
+            &call,
+            vec![int(30)],
+            code_under(OWN_B, "0.2.0", LIB_2),
+            vec![source(
+                OWN_B,
+                "def embed(x):\n    return 10 * normalize(x)\n",
+            )],
+        )
+        .unwrap();
+    drop(store);
+    Built { _dir: dir, path }
+}
+
+#[test]
+fn packages_lists_library_versions_and_the_results_computed_with_one() {
+    let b = build_with_code();
+    let rows = json_of(&["packages", b.p()]);
+    assert_eq!(
+        rows,
+        json!([
+            {"library": "nnterp", "version": "0.1.0", "declared": true, "results": 2},
+            {"library": "nnterp", "version": "0.2.0", "declared": true, "results": 1},
+            {"library": "numpy", "version": "1.26.0", "declared": false, "results": 3},
+        ])
+    );
+    memotag()
+        .args(["packages", b.p()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nnterp").and(predicate::str::contains("0.2.0")));
+
+    let rows = json_of(&[
+        "packages",
+        b.p(),
+        "--library",
+        "nnterp",
+        "--version",
+        "0.1.0",
+    ]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, x) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["function"], "embed");
+        assert_eq!(row["inputs"], json!({"x": x}));
+        assert_eq!(row["outputs"], json!({"out": x * 10}));
+        assert_eq!(row["code"]["own"], OWN_A);
+        assert!(row["code_id"].as_i64().unwrap() > 0);
+    }
+    let rows = json_of(&["packages", b.p(), "--library", "nnterp"]);
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    let rows = json_of(&[
+        "packages",
+        b.p(),
+        "--library",
+        "numpy",
+        "--version",
+        "1.26.0",
+    ]);
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        3,
+        "detected libraries are queryable too"
+    );
+
+    let out = memotag()
+        .args(["packages", b.p(), "--library", "torch", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(serde_json::from_slice::<J>(&out.stdout).unwrap(), json!([]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has seen no library torch"));
+    memotag()
+        .args(["packages", b.p(), "--version", "0.1.0"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn calls_and_show_include_each_results_code_record() {
+    let b = build_with_code();
+    let rows = json_of(&["calls", b.p(), "embed"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let a = &rows[0]["code"];
+    assert_eq!(
+        rows[0]["code_id"], rows[1]["code_id"],
+        "one record, stored once"
+    );
+    assert_ne!(rows[0]["code_id"], rows[2]["code_id"]);
+    let normalized = code_under(OWN_A, "0.1.0", LIB_1).normalized();
+    assert_eq!(a["hash"], hex::encode(normalized.hash().0));
+    assert_eq!(a["own"], OWN_A);
+    assert_eq!(a["user"], json!([{"name": "normalize", "hash": HELPER}]));
+    assert_eq!(a["notes"], json!(["captured in a test"]));
+    assert_eq!(
+        a["libraries"][0],
+        json!({"name": "StandardizedTransformer", "kind": "class", "library": "nnterp",
+               "version": "0.1.0", "source_hash": LIB_1, "declared": true})
+    );
+    assert_eq!(a["libraries"][1]["library"], "numpy");
+    assert_eq!(a["libraries"][1]["source_hash"], J::Null);
+    assert_eq!(rows[2]["code"]["libraries"][0]["version"], "0.2.0");
+    memotag()
+        .args(["calls", b.p(), "embed"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "own a1a1a1a1, 1 helper, nnterp==0.1.0, numpy==1.26.0",
+        ));
+
+    let call_id = rows[2]["call_id"].as_str().unwrap().to_string();
+    let shown = json_of(&["show", b.p(), &call_id]);
+    assert_eq!(shown[0]["code"], rows[2]["code"]);
+    assert!(shown[0].get("sources").is_none(), "only with --sources");
+    let shown = json_of(&["show", b.p(), &call_id, "--sources"]);
+    assert_eq!(
+        shown[0]["sources"],
+        json!({
+            OWN_B: "def embed(x):\n    return 10 * normalize(x)\n",
+            HELPER: "def normalize(x):\n    return x\n",
+            LIB_2: null,
+        }),
+        "the helper's text, sent with code A, is stored once and serves B too"
+    );
+    memotag()
+        .args(["show", b.p(), &call_id, "--sources"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("return 10 * normalize(x)")
+                .and(predicate::str::contains(format!(
+                    "source {HELPER}: helper `normalize`"
+                )))
+                .and(predicate::str::contains("(not stored")),
+        );
+}
+
+#[test]
+fn source_prints_a_stored_text_and_says_when_it_is_not_stored() {
+    let b = build_with_code();
+    memotag()
+        .args(["source", b.p(), HELPER])
+        .assert()
+        .success()
+        .stdout("def normalize(x):\n    return x\n");
+    let before = file_bytes(&b.path);
+    memotag()
+        .args(["source", b.p(), LIB_2])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no source text with hash"));
+    assert_eq!(file_bytes(&b.path), before);
+}
+
+fn code_id_of(path: &Path, own: &str) -> i64 {
+    sql(path)
+        .query_row(
+            "SELECT id FROM code_records WHERE json_extract(record, '$.own') = ?1",
+            [own],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn check_passes_a_store_with_code_even_with_a_source_not_sent() {
+    let b = build_with_code();
+    assert_eq!(json_of(&["check", b.p()]), json!([]));
+}
+
+#[test]
+fn check_finds_an_altered_code_record_a_missing_one_and_library_rows_that_drifted() {
+    let b = build_with_code();
+    let a = code_id_of(&b.path, OWN_A);
+    let bb = code_id_of(&b.path, OWN_B);
+    let f = Store::open(&b.path).unwrap().function("embed", 1).unwrap();
+    let conn = sql(&b.path);
+    // Someone edits the record's JSON in place: its hash no longer matches.
+    conn.execute(
+        "UPDATE code_records SET record = replace(record, '0.1.0', '0.1.1') WHERE id = ?1",
+        [a],
+    )
+    .unwrap();
+    // A result points at a code record that does not exist.
+    conn.execute(
+        &format!(
+            "UPDATE \"{}\" SET code = 999 WHERE code = ?1",
+            memo_table(&f.tag)
+        ),
+        [bb],
+    )
+    .unwrap();
+    drop(conn);
+    let findings = check_findings(&b);
+    assert!(
+        has(&findings, "code", &format!("code record {a} has hash")),
+        "{findings:?}"
+    );
+    assert!(
+        has(
+            &findings,
+            "missing_code",
+            "1 result of `embed` version 1 points at code record 999"
+        ),
+        "{findings:?}"
+    );
+    // The edit also left code_libraries describing the old record.
+    assert!(has(&findings, "code", "0.1.0"), "{findings:?}");
+    assert!(has(&findings, "code", "lacks a row"), "{findings:?}");
+
+    let b = build_with_code();
+    sql(&b.path)
+        .execute(
+            "UPDATE code_records SET record = 'not json' WHERE id = ?1",
+            [code_id_of(&b.path, OWN_B)],
+        )
+        .unwrap();
+    let findings = check_findings(&b);
+    assert!(has(&findings, "code", "cannot be read"), "{findings:?}");
+    // An unreadable record might mention any source: gc refuses rather than guess.
+    let before = file_bytes(&b.path);
+    memotag()
+        .args(["gc", b.p()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("malformed references"));
+    assert_eq!(file_bytes(&b.path), before);
+}
+
+#[test]
+fn gc_removes_unreferenced_code_records_and_sources_exactly_as_listed() {
+    let b = build_with_code();
+    // Record embed(4) under code C, then drop its result: code C and the sources only it
+    // mentions become garbage; the texts A or B mention too (the helper, B's library) do not.
+    let store = Store::open(&b.path).unwrap();
+    let f = store.function("embed", 1).unwrap();
+    let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(4))]).unwrap();
+    store
+        .record_with_code(
+            &call,
+            vec![int(40)],
+            code_under(OWN_C, "0.3.0", LIB_3),
+            vec![
+                source(OWN_C, "def embed(x): ...\n"),
+                source(HELPER, "def normalize(x):\n    return x\n"),
+                source(LIB_3, "class StandardizedTransformer: ... # 0.3.0\n"),
+                // B's library source, which B's client did not send: B still mentions it.
+                source(LIB_2, "class StandardizedTransformer: ... # 0.2.0\n"),
+            ],
+        )
+        .unwrap();
+    drop(store);
+    let c = code_id_of(&b.path, OWN_C);
+    let conn = sql(&b.path);
+    conn.execute(
+        &format!("DELETE FROM \"{}\" WHERE code = ?1", memo_table(&f.tag)),
+        [c],
+    )
+    .unwrap();
+    // A source nobody mentions, as a client whose record then failed might leave.
+    conn.execute(
+        "INSERT INTO sources (hash, text) VALUES ('0badc0de', 'print(1)')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let libraries_of = |code: i64| -> i64 {
+        sql(&b.path)
+            .query_row(
+                "SELECT count(*) FROM code_libraries WHERE code = ?1",
+                [code],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(libraries_of(c), 2);
+
+    let before = file_bytes(&b.path);
+    let listed = json_of(&["gc", b.p(), "--dry-run"]);
+    assert_eq!(file_bytes(&b.path), before, "a dry run changes nothing");
+    let mut ids: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["kind"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    ids.sort();
+    let mut expected = vec![
+        format!("value:{}", int(4).id().to_hex()),
+        format!("value:{}", int(40).id().to_hex()),
+        format!("code:{c}"),
+        format!("source:{OWN_C}"),
+        format!("source:{LIB_3}"),
+        "source:0badc0de".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(ids, expected);
+    let code_row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "code")
+        .unwrap();
+    assert!(code_row["preview"]
+        .as_str()
+        .unwrap()
+        .contains("own c3c3c3c3, 1 helper, nnterp==0.3.0"));
+
+    let removed = json_of(&["gc", b.p()]);
+    assert_eq!(
+        removed, listed,
+        "gc removes exactly what the dry run listed"
+    );
+    assert_eq!(json_of(&["gc", b.p(), "--dry-run"]), json!([]));
+    assert_eq!(libraries_of(c), 0, "its code_libraries rows went with it");
+    let store = Store::open(&b.path).unwrap();
+    assert!(store.code_record(c).unwrap().is_none());
+    assert!(
+        store.code_record(0).unwrap().is_some(),
+        "the empty record stays"
+    );
+    assert!(store.source(OWN_C).unwrap().is_none());
+    assert!(store.source(LIB_3).unwrap().is_none());
+    assert!(store.source(LIB_2).unwrap().is_some());
+    assert!(store.source(HELPER).unwrap().is_some());
+    assert!(store.source(OWN_A).unwrap().is_some());
+    drop(store);
+    memotag().args(["check", b.p()]).assert().success();
 }
 
 #[test]
@@ -581,6 +998,24 @@ fn make_garbage(b: &Built) -> PathBuf {
     .unwrap();
     conn.execute(&format!("DELETE FROM \"{}\"", memo_table(&blobby.tag)), [])
         .unwrap();
+    // A code record no result refers to, with its library row, and the source only it mentions.
+    conn.execute(
+        "INSERT INTO code_records (id, hash, record)
+         VALUES (7, randomblob(16), '{\"own\":\"0ddba11\",\"libraries\":[{\"name\":\"np\",\"kind\":\"module\",\"library\":\"numpy\",\"version\":\"2.0\",\"source_hash\":null,\"declared\":false}]}')",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO code_libraries (code, name, library, version, declared)
+         VALUES (7, 'np', 'numpy', '2.0', 0)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO sources (hash, text) VALUES ('0ddba11', 'def f(x): return x')",
+        [],
+    )
+    .unwrap();
     drop(conn);
     let orphan = EncodedValue::raw(vec![1u8; 2_000]);
     BlobStore::beside(&b.path)
@@ -617,6 +1052,8 @@ fn gc_dry_run_changes_nothing_and_gc_removes_exactly_what_it_listed() {
         format!("value:{}", int(9).id().to_hex()),
         format!("value:{}", blob.to_hex()),
         format!("file:{}", EncodedValue::raw(vec![1u8; 2_000]).id().to_hex()),
+        "code:7".to_string(),
+        "source:0ddba11".to_string(),
     ];
     expected.sort();
     assert_eq!(ids, expected, "x=1 is still used by square(1)");
@@ -632,7 +1069,13 @@ fn gc_dry_run_changes_nothing_and_gc_removes_exactly_what_it_listed() {
     let store = Store::open(&b.path).unwrap();
     assert!(store.value(&int(9).id()).unwrap().is_none());
     assert!(store.value(&int(4).id()).unwrap().is_some());
+    assert!(store.code_record(7).unwrap().is_none());
+    assert!(store.source("0ddba11").unwrap().is_none());
     drop(store);
+    let libraries: i64 = sql(&b.path)
+        .query_row("SELECT count(*) FROM code_libraries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(libraries, 0);
     memotag().args(["check", b.p()]).assert().success();
 }
 

@@ -425,6 +425,144 @@ pub fn blob_files(blobs: &BlobStore) -> Result<Vec<(ValueId, PathBuf, u64)>, Sto
     Ok(out)
 }
 
+// ---- code records and sources ----------------------------------------------------------------
+
+/// One row of `code_records`, as stored (the JSON unparsed, so that `check` can report a row
+/// that does not parse).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeRow {
+    pub id: i64,
+    pub hash: Vec<u8>,
+    pub record: String,
+}
+
+/// Every row of `code_records`, by id.
+pub fn code_rows(conn: &Connection) -> Result<Vec<CodeRow>, StorageError> {
+    let mut stmt = conn.prepare("SELECT id, hash, record FROM code_records ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CodeRow {
+            id: r.get(0)?,
+            hash: r.get(1)?,
+            record: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One row of `code_libraries`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CodeLibraryRow {
+    pub code: i64,
+    pub name: String,
+    pub library: String,
+    /// '' when unknown.
+    pub version: String,
+    pub declared: bool,
+}
+
+/// Every row of `code_libraries`, or `None` in stores older than format generation 4, which
+/// lack the table.
+pub fn code_library_rows(conn: &Connection) -> Result<Option<Vec<CodeLibraryRow>>, StorageError> {
+    if !table_exists(conn, "code_libraries")? {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT code, name, library, version, declared FROM code_libraries
+         ORDER BY code, name, library",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CodeLibraryRow {
+            code: r.get(0)?,
+            name: r.get(1)?,
+            library: r.get(2)?,
+            version: r.get(3)?,
+            declared: r.get(4)?,
+        })
+    })?;
+    Ok(Some(rows.collect::<Result<_, _>>()?))
+}
+
+/// Where code record ids are referenced from: each memo table in the file and the conflicts
+/// table, with the distinct code ids each uses and how many rows use each.
+pub fn code_references(conn: &Connection) -> Result<Vec<(ValueSource, i64, u64)>, StorageError> {
+    let mut out = Vec::new();
+    let mut tables: Vec<(ValueSource, String)> = memo_tables(conn)?
+        .into_iter()
+        .map(|t| (ValueSource::MemoTable(t.clone()), t))
+        .collect();
+    tables.push((ValueSource::Conflicts, "conflicts".to_string()));
+    for (source, table) in tables {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT code, count(*) FROM \"{table}\" GROUP BY code ORDER BY code"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (code, n) = row?;
+            out.push((source.clone(), code, n.max(0) as u64));
+        }
+    }
+    Ok(out)
+}
+
+/// One stored source text, without the text: its hash, size in bytes and first line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRow {
+    pub hash: String,
+    pub size: u64,
+    pub first_line: String,
+}
+
+/// Every stored source text (none in stores older than format generation 4).
+pub fn source_rows(conn: &Connection) -> Result<Vec<SourceRow>, StorageError> {
+    if !table_exists(conn, "sources")? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT hash, length(CAST(text AS BLOB)),
+                substr(text, 1, CASE WHEN instr(text, char(10)) > 0
+                                     THEN min(instr(text, char(10)) - 1, 200) ELSE 200 END)
+         FROM sources ORDER BY hash",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(SourceRow {
+            hash: r.get(0)?,
+            size: r.get::<_, i64>(1)?.max(0) as u64,
+            first_line: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes these code records and their `code_libraries` rows (inside the caller's write
+/// transaction).
+pub fn delete_code_records(conn: &Connection, ids: &[i64]) -> Result<u64, StorageError> {
+    let has_libraries = table_exists(conn, "code_libraries")?;
+    let mut n = 0;
+    for id in ids {
+        if has_libraries {
+            conn.prepare_cached("DELETE FROM code_libraries WHERE code = ?1")?
+                .execute([id])?;
+        }
+        n += conn
+            .prepare_cached("DELETE FROM code_records WHERE id = ?1")?
+            .execute([id])? as u64;
+    }
+    Ok(n)
+}
+
+/// Deletes these source texts (inside the caller's write transaction).
+pub fn delete_sources(conn: &Connection, hashes: &[String]) -> Result<u64, StorageError> {
+    if hashes.is_empty() {
+        return Ok(0);
+    }
+    let mut stmt = conn.prepare_cached("DELETE FROM sources WHERE hash = ?1")?;
+    let mut n = 0;
+    for h in hashes {
+        n += stmt.execute([h])? as u64;
+    }
+    Ok(n)
+}
+
 // ---- counts and sizes ------------------------------------------------------------------------
 
 /// Row counts for `info`.

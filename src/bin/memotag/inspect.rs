@@ -1,29 +1,33 @@
-//! Read-only listings: `functions`, `log`, `calls`, `show`, `conflicts`, `packages`. Each opens
-//! the store read-only (never creating it) and prints through `output`.
+//! Read-only listings: `functions`, `log`, `calls`, `show`, `conflicts`, `packages`, and
+//! `source`. Each opens the store read-only (never creating it) and prints through `output`.
 //!
 //! JSON rows (field names are stable; values are JSON when canonical, else
-//! `{"$codec", "$size", "$preview"}`):
+//! `{"$codec", "$size", "$preview"}`; `code` is the code record as an object, see `CodeJson`):
 //! - functions: `name, version, family, function, inputs: [{name, tag, position, has_default,
 //!   default}], outputs: [name], results, created_seq, former_names: [name]`
 //! - log: `seq, kind, time, client, summary, change` (`change` as the log stores it)
-//! - calls / show: `function, version, call_id, seq, code, client, time, inputs: {name: value},
-//!   outputs: {name: value}` (show adds `conflicts: [{outputs, client, time}]`)
-//! - conflicts: `function, version, call_id, code, client, time, outputs, canonical`
-//! - packages: `name, version, results`
+//! - calls / show / packages --library: `function, version, call_id, seq, code_id, code, client,
+//!   time, inputs: {name: value}, outputs: {name: value}` (show adds `conflicts: [{outputs,
+//!   client, time}]`, and with `--sources` `sources: {hash: text or null}`)
+//! - conflicts: `function, version, call_id, code_id, code, client, time, outputs, canonical`
+//! - packages: `library, version, declared, results`
+//!
+//! memotag never executes a stored source text; `show --sources` and `source` only print them.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value as J;
 
 use memotag::{
-    CallId, Catalog, EncodedValue, Function, FunctionTag, LoggedChange, OpenOptions, Resolution,
-    ResultRow, SchemaError, Store, Value,
+    CallError, CallId, Catalog, CodeRecord, EncodedValue, Function, FunctionTag, LibraryRef,
+    LoggedChange, OpenOptions, Resolution, ResultRow, SchemaError, StorageError, Store, UserRef,
+    Value,
 };
 
-use crate::output::{listing, time, Format, Named, Row, Values};
+use crate::output::{listing, out, short_code, time, Format, Named, Row, Values};
 use crate::{Assignment, CliError};
 
 /// Opens a store read-only; a missing path is an error, never a new store.
@@ -284,6 +288,105 @@ fn summarize(
     })
 }
 
+// ---- code records ----------------------------------------------------------------------------
+
+/// A code record as JSON listings show it: every field always present, plus the record's hash.
+#[derive(Clone, Serialize)]
+struct CodeJson {
+    /// The record's identity (32 hex digits; all zeros for the empty record).
+    hash: String,
+    /// The hash of the function's own normalized source, or null when no code was captured.
+    own: Option<String>,
+    user: Vec<UserRef>,
+    libraries: Vec<LibraryRef>,
+    notes: Vec<String>,
+}
+
+/// A code record for listings: `json` (an object, or null when the record is missing or
+/// unreadable), `text` (the short form tables show) and the record itself.
+#[derive(Clone)]
+struct ShownCode {
+    json: J,
+    text: String,
+    record: Option<CodeRecord>,
+}
+
+/// Looks code records up once per command.
+#[derive(Default)]
+struct Codes {
+    cache: HashMap<i64, ShownCode>,
+    warned: bool,
+}
+
+impl Codes {
+    fn show(&mut self, store: &Store, id: i64) -> Result<ShownCode, CliError> {
+        if let Some(shown) = self.cache.get(&id) {
+            return Ok(shown.clone());
+        }
+        let shown = match store.code_record(id) {
+            Ok(Some(record)) => {
+                let record = record.normalized();
+                ShownCode {
+                    json: serde_json::to_value(CodeJson {
+                        hash: hex::encode(record.hash().0),
+                        own: record.own.clone(),
+                        user: record.user.clone(),
+                        libraries: record.libraries.clone(),
+                        notes: record.notes.clone(),
+                    })
+                    .map_err(|e| CliError::new(format!("cannot render JSON: {e}")))?,
+                    text: format!("{id}: {}", short_code(&record)),
+                    record: Some(record),
+                }
+            }
+            Ok(None) => ShownCode {
+                json: J::Null,
+                text: format!("{id}: missing code record"),
+                record: None,
+            },
+            Err(CallError::Storage(StorageError::Corrupt(why))) => {
+                if !self.warned {
+                    eprintln!("memotag: note: {why}; run `memotag check PATH` for details");
+                    self.warned = true;
+                }
+                ShownCode {
+                    json: J::Null,
+                    text: format!("{id}: unreadable code record"),
+                    record: None,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.cache.insert(id, shown.clone());
+        Ok(shown)
+    }
+}
+
+/// The source hashes a record mentions, each with what it is the source of.
+fn source_roles(record: &CodeRecord) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(own) = &record.own {
+        out.push((own.clone(), "the function's own code".to_string()));
+    }
+    for u in &record.user {
+        out.push((u.hash.clone(), format!("helper `{}`", u.name)));
+    }
+    for l in &record.libraries {
+        if let Some(h) = &l.source_hash {
+            out.push((
+                h.clone(),
+                format!(
+                    "`{}` from {} {}",
+                    l.name,
+                    l.library,
+                    l.version.as_deref().unwrap_or("(unknown version)")
+                ),
+            ));
+        }
+    }
+    out
+}
+
 // ---- calls and show --------------------------------------------------------------------------
 
 #[derive(Serialize)]
@@ -292,13 +395,21 @@ struct CallRow {
     version: u32,
     call_id: String,
     seq: i64,
-    code: i64,
+    code_id: i64,
+    code: J,
+    #[serde(skip)]
+    code_text: String,
+    #[serde(skip)]
+    code_record: Option<CodeRecord>,
     client: String,
     time: String,
     inputs: Named,
     outputs: Named,
     #[serde(skip_serializing_if = "Option::is_none")]
     conflicts: Option<Vec<ConflictedOutputs>>,
+    /// With `show --sources`: every source text the code record mentions (null if not stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<BTreeMap<String, Option<String>>>,
 }
 
 #[derive(Serialize)]
@@ -337,7 +448,7 @@ impl Row for CallRow {
             self.version.to_string(),
             self.call_id.clone(),
             self.seq.to_string(),
-            self.code.to_string(),
+            self.code_text.clone(),
             self.inputs.text(),
             self.outputs.text(),
             conflicts,
@@ -352,6 +463,7 @@ fn call_row(
     catalog: &Catalog,
     row: ResultRow,
     values: &mut Values,
+    codes: &mut Codes,
 ) -> Result<CallRow, CliError> {
     let function = catalog.function(row.function);
     let input_name = |tag| {
@@ -365,6 +477,7 @@ fn call_row(
         row.inputs.iter().map(|(tag, id)| (input_name(*tag), *id)),
     )?;
     let outputs = values.named(store, named_outputs(&output_names, &row.outputs))?;
+    let code = codes.show(store, row.code)?;
     Ok(CallRow {
         function: catalog
             .function_name(row.function)
@@ -373,12 +486,16 @@ fn call_row(
         version: function.map_or(0, |f| f.version),
         call_id: row.call_id.to_hex(),
         seq: row.seq,
-        code: row.code,
+        code_id: row.code,
+        code: code.json,
+        code_text: code.text,
+        code_record: code.record,
         client: row.client,
         time: time(row.time_ms),
         inputs,
         outputs,
         conflicts: None,
+        sources: None,
     })
 }
 
@@ -404,6 +521,7 @@ pub fn calls(
     let catalog = store.catalog()?;
     let family = resolve_family(&catalog, function)?;
     let mut values = Values::default();
+    let mut codes = Codes::default();
     let mut rows = Vec::new();
     let mut searched = 0;
     for f in versions(&catalog, &family, version)? {
@@ -431,7 +549,7 @@ pub fn calls(
             break;
         }
         for row in store.results(f.tag, &filter, left)? {
-            rows.push(call_row(&store, &catalog, row, &mut values)?);
+            rows.push(call_row(&store, &catalog, row, &mut values, &mut codes)?);
         }
     }
     if searched == 0 {
@@ -445,7 +563,12 @@ pub fn calls(
     listing(format, &rows, "no results")
 }
 
-pub fn show(path: &Path, call_id: &CallId, format: Format) -> Result<(), CliError> {
+pub fn show(
+    path: &Path,
+    call_id: &CallId,
+    with_sources: bool,
+    format: Format,
+) -> Result<(), CliError> {
     let store = open_read(path)?;
     let catalog = store.catalog()?;
     let results = store.results_of_call(call_id)?;
@@ -460,14 +583,16 @@ pub fn show(path: &Path, call_id: &CallId, format: Format) -> Result<(), CliErro
         .filter(|c| c.call_id == *call_id)
         .collect();
     let mut values = Values::default();
+    let mut codes = Codes::default();
     let mut rows = Vec::new();
+    let mut texts: HashMap<String, Option<String>> = HashMap::new();
     for result in results {
         let (function, code) = (result.function, result.code);
         let names = catalog
             .function(function)
             .map(|f| f.outputs.clone())
             .unwrap_or_default();
-        let mut row = call_row(&store, &catalog, result, &mut values)?;
+        let mut row = call_row(&store, &catalog, result, &mut values, &mut codes)?;
         let mut mine = Vec::new();
         for c in conflicts
             .iter()
@@ -480,9 +605,84 @@ pub fn show(path: &Path, call_id: &CallId, format: Format) -> Result<(), CliErro
             });
         }
         row.conflicts = Some(mine);
+        if with_sources {
+            let mut sources = BTreeMap::new();
+            for (hash, _) in row.code_record.iter().flat_map(source_roles) {
+                let text = match texts.get(&hash) {
+                    Some(text) => text.clone(),
+                    None => {
+                        let text = store.source(&hash)?;
+                        texts.insert(hash.clone(), text.clone());
+                        text
+                    }
+                };
+                sources.insert(hash, text);
+            }
+            row.sources = Some(sources);
+        }
         rows.push(row);
     }
-    listing(format, &rows, "no results")
+    listing(format, &rows, "no results")?;
+    if !with_sources {
+        return Ok(());
+    }
+    match format {
+        Format::Json => Ok(()),
+        Format::Csv => {
+            eprintln!("memotag: note: --sources shows source texts in table and JSON output only");
+            Ok(())
+        }
+        Format::Table => print_sources(&rows, &texts),
+    }
+}
+
+/// Prints each source text the rows' code records mention, once, under a line saying what it is.
+fn print_sources(
+    rows: &[CallRow],
+    texts: &HashMap<String, Option<String>>,
+) -> Result<(), CliError> {
+    let mut seen = HashSet::new();
+    let mut text = String::new();
+    for row in rows {
+        for (hash, role) in row.code_record.iter().flat_map(source_roles) {
+            if !seen.insert(hash.clone()) {
+                continue;
+            }
+            text.push_str(&format!(
+                "\n── source {hash}: {role} (code record {}) ──\n",
+                row.code_id
+            ));
+            match texts.get(&hash).cloned().flatten() {
+                Some(source) => {
+                    text.push_str(&source);
+                    if !source.ends_with('\n') {
+                        text.push('\n');
+                    }
+                }
+                None => text
+                    .push_str("(not stored: sources are advisory, and no client sent this one)\n"),
+            }
+        }
+    }
+    if seen.is_empty() {
+        text.push_str("\n(no source texts: these results were recorded without code)\n");
+    }
+    out(&text)
+}
+
+/// `memotag source PATH HASH`: the stored text, as it was sent.
+pub fn source(path: &Path, hash: &str) -> Result<(), CliError> {
+    let store = open_read(path)?;
+    match store.source(hash)? {
+        Some(text) if text.ends_with('\n') || text.is_empty() => out(&text),
+        Some(text) => out(&format!("{text}\n")),
+        None => Err(CliError::new(format!(
+            "{} holds no source text with hash `{hash}`; sources are advisory, so the client that \
+             recorded it may not have sent it (`memotag show PATH CALL_ID --sources` lists the \
+             hashes a result mentions)",
+            path.display()
+        ))),
+    }
 }
 
 // ---- conflicts -------------------------------------------------------------------------------
@@ -492,7 +692,8 @@ struct ConflictRow {
     function: String,
     version: u32,
     call_id: String,
-    code: i64,
+    code_id: i64,
+    code: J,
     client: String,
     time: String,
     /// The outputs recorded later, kept aside.
@@ -531,6 +732,7 @@ pub fn conflicts(path: &Path, format: Format) -> Result<(), CliError> {
     let store = open_read(path)?;
     let catalog = store.catalog()?;
     let mut values = Values::default();
+    let mut codes = Codes::default();
     let mut canonical_of: HashMap<CallId, Vec<ResultRow>> = HashMap::new();
     let mut rows = Vec::new();
     for c in store.conflicts(None)? {
@@ -549,7 +751,8 @@ pub fn conflicts(path: &Path, format: Format) -> Result<(), CliError> {
             function: catalog.function_name(c.function).unwrap_or("?").to_string(),
             version: function.map_or(0, |f| f.version),
             call_id: c.call_id.to_hex(),
-            code: c.code,
+            code_id: c.code,
+            code: codes.show(&store, c.code)?.json,
             client: c.client,
             time: time(c.time_ms),
             outputs: values.named(&store, named_outputs(&names, &c.outputs))?,
@@ -561,34 +764,83 @@ pub fn conflicts(path: &Path, format: Format) -> Result<(), CliError> {
 
 // ---- packages --------------------------------------------------------------------------------
 
-/// A library seen in code records. No rows yet: code records are not stored yet.
+/// A library version seen in code records.
 #[derive(Serialize)]
-#[allow(dead_code)] // Built once code records exist; the columns are fixed now.
 struct PackageRow {
-    name: String,
-    version: String,
+    library: String,
+    /// null when the recording client could not tell the version.
+    version: Option<String>,
+    /// Whether any code record declared it (`deps=`, `@memotag.remote`), rather than only
+    /// detecting it.
+    declared: bool,
+    /// Results computed with it.
     results: u64,
 }
 
 impl Row for PackageRow {
     fn header() -> &'static [&'static str] {
-        &["name", "version", "results"]
+        &["library", "version", "declared", "results"]
     }
 
     fn cells(&self) -> Vec<String> {
         vec![
-            self.name.clone(),
-            self.version.clone(),
+            self.library.clone(),
+            self.version
+                .clone()
+                .unwrap_or_else(|| "unknown".to_string()),
+            if self.declared { "yes" } else { "no" }.to_string(),
             self.results.to_string(),
         ]
     }
 }
 
 pub fn packages(path: &Path, format: Format) -> Result<(), CliError> {
-    let _store = open_read(path)?;
-    listing::<PackageRow>(
+    let store = open_read(path)?;
+    let rows: Vec<PackageRow> = store
+        .packages()?
+        .into_iter()
+        .map(|p| PackageRow {
+            library: p.library,
+            version: p.version,
+            declared: p.declared,
+            results: p.results,
+        })
+        .collect();
+    listing(
         format,
-        &[],
-        "no packages recorded (this store holds no code records yet)",
+        &rows,
+        "no libraries recorded (no result in this store was recorded with library code)",
     )
+}
+
+/// `packages --library NAME [--version V]`: the results computed with that library, as `calls`
+/// lists them.
+pub fn results_with(
+    path: &Path,
+    library: &str,
+    version: Option<&str>,
+    format: Format,
+) -> Result<(), CliError> {
+    let store = open_read(path)?;
+    let catalog = store.catalog()?;
+    let which = match version {
+        Some(v) => format!("{library} {v}"),
+        None => library.to_string(),
+    };
+    let seen = store.packages()?.into_iter().any(|p| {
+        p.library == library
+            && version.is_none_or(|v| p.version.as_deref().unwrap_or_default() == v)
+    });
+    if !seen {
+        eprintln!(
+            "memotag: note: this store has seen no library {which}; `memotag packages PATH` lists those it has"
+        );
+    }
+    let mut values = Values::default();
+    let mut codes = Codes::default();
+    let mut rows = Vec::new();
+    for row in store.results_with(library, version)? {
+        rows.push(call_row(&store, &catalog, row, &mut values, &mut codes)?);
+    }
+    listing(format, &rows, &format!("no results computed with {which}"))
 }

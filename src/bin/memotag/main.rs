@@ -87,8 +87,18 @@ enum Command {
         /// The call id (32 hex digits), as `calls` lists it.
         #[arg(value_parser = parse_call_id)]
         call_id: CallId,
+        /// Also print the source texts the results' code records mention (memotag never runs
+        /// them).
+        #[arg(long)]
+        sources: bool,
         #[command(flatten)]
         format: FormatArg,
+    },
+    /// Print a stored source text by its hash, as code records name it (never run).
+    Source {
+        path: PathBuf,
+        /// The source hash (from `code` in `calls` or `show`).
+        hash: String,
     },
     /// Results recorded again with other outputs, next to the canonical outputs.
     Conflicts {
@@ -143,9 +153,16 @@ enum Command {
         #[arg(long)]
         version: Option<u32>,
     },
-    /// Libraries (and their versions) that recorded results ran with.
+    /// Libraries and versions that recorded results ran with, or (with --library) the results
+    /// computed with one library.
     Packages {
         path: PathBuf,
+        /// List the results computed with this library instead, as `calls` lists them.
+        #[arg(long, value_name = "NAME")]
+        library: Option<String>,
+        /// Only results computed with this version of the library (needs --library).
+        #[arg(long, value_name = "V", requires = "library")]
+        version: Option<String>,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -155,7 +172,7 @@ enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
-    /// Remove values and value files that nothing refers to.
+    /// Remove values, value files, code records and source texts that nothing refers to.
     Gc {
         path: PathBuf,
         /// List what would be removed, and change nothing.
@@ -355,10 +372,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show {
             path,
             call_id,
+            sources,
             format,
-        } => inspect::show(&path, &call_id, format.format),
+        } => inspect::show(&path, &call_id, sources, format.format),
+        Command::Source { path, hash } => inspect::source(&path, &hash),
         Command::Conflicts { path, format } => inspect::conflicts(&path, format.format),
-        Command::Packages { path, format } => inspect::packages(&path, format.format),
+        Command::Packages {
+            path,
+            library,
+            version,
+            format,
+        } => match library {
+            Some(library) => {
+                inspect::results_with(&path, &library, version.as_deref(), format.format)
+            }
+            None => inspect::packages(&path, format.format),
+        },
         Command::Create {
             path,
             name,

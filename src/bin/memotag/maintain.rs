@@ -5,8 +5,10 @@
 //! JSON: `info` is one object (`path, format_generation, supported_generation, mode, journal,
 //! filesystem: {kind, name}, lock, counts: {families, functions, results, values,
 //! values_in_files, conflicts, log_entries}, size: {database, wal, blobs, total}, store_id,
-//! created_at`); `check` rows are `kind, message`; `gc` rows are `kind` (`value` or `file`),
-//! `id, codec, size, preview, path` (null where it does not apply).
+//! created_at`); `check` rows are `kind, message`; `gc` rows are `kind` (`value`, `file`,
+//! `code` or `source`), `id, codec, size, preview, path` (null where it does not apply; a code
+//! record's `id` is its code id and its preview its short form, a source's `id` its hash and its
+//! preview its first line).
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -19,7 +21,7 @@ use memotag::maintenance::{self, MigrateOutcome, Progress, SetModeOutcome};
 use memotag::storage::FilesystemKind;
 use memotag::Mode;
 
-use crate::output::{bytes, listing, new_table, out, time, Format, Row};
+use crate::output::{bytes, listing, new_table, out, short_code, time, Format, Row};
 use crate::CliError;
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
@@ -320,17 +322,41 @@ pub fn gc(path: &Path, dry_run: bool, format: Format) -> Result<(), CliError> {
             path: Some(f.path.display().to_string()),
         });
     }
+    for c in &garbage.codes {
+        rows.push(GcRow {
+            kind: "code",
+            id: c.id.to_string(),
+            codec: None,
+            size: c.size,
+            preview: Some(match &c.record {
+                Some(record) => format!("{} (hash {})", short_code(record), c.hash),
+                None => format!("unreadable (hash {})", c.hash),
+            }),
+            path: None,
+        });
+    }
+    for s in &garbage.sources {
+        rows.push(GcRow {
+            kind: "source",
+            id: s.hash.clone(),
+            codec: None,
+            size: s.size,
+            preview: Some(s.first_line.clone()),
+            path: None,
+        });
+    }
     listing(format, &rows, "nothing to collect")?;
     let files = garbage.files().count();
-    let freed: u64 = garbage.values.iter().map(|v| v.size).sum::<u64>()
-        + garbage.orphan_files.iter().map(|f| f.size).sum::<u64>();
+    let freed: u64 = rows.iter().map(|r| r.size).sum();
     if !garbage.is_empty() {
         let verb = if dry_run { "would remove" } else { "removed" };
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         eprintln!(
-            "memotag: {verb} {} value{} and {files} file{} ({})",
-            garbage.values.len(),
-            if garbage.values.len() == 1 { "" } else { "s" },
-            if files == 1 { "" } else { "s" },
+            "memotag: {verb} {}, {}, {} and {} ({})",
+            count(garbage.values.len(), "value"),
+            count(files, "file"),
+            count(garbage.codes.len(), "code record"),
+            count(garbage.sources.len(), "source text"),
             bytes(freed)
         );
     }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value as J};
 
 use memotag::value::decode_canonical;
-use memotag::{Codec, Store, ValueId};
+use memotag::{CodeRecord, Codec, Store, ValueId};
 
 use crate::CliError;
 
@@ -182,6 +182,33 @@ impl Serialize for Named {
         }
         map.end()
     }
+}
+
+/// A code record in a few words: `own 1a2b3c4d, 2 helpers, nnterp==0.1.0` (the own source hash
+/// prefix, the number of helpers, libraries as name==version, `?` for an unknown version);
+/// `none` for the empty record (results recorded without code).
+pub fn short_code(record: &CodeRecord) -> String {
+    if record.is_empty() {
+        return "none".to_string();
+    }
+    let mut parts = Vec::new();
+    if let Some(own) = &record.own {
+        parts.push(format!("own {}", own.get(..8).unwrap_or(own)));
+    }
+    match record.user.len() {
+        0 => {}
+        1 => parts.push("1 helper".to_string()),
+        n => parts.push(format!("{n} helpers")),
+    }
+    let mut libraries: Vec<String> = record
+        .libraries
+        .iter()
+        .map(|l| format!("{}=={}", l.library, l.version.as_deref().unwrap_or("?")))
+        .collect();
+    libraries.sort();
+    libraries.dedup();
+    parts.extend(libraries);
+    parts.join(", ")
 }
 
 /// Unix milliseconds as RFC 3339 UTC, e.g. `2026-05-01T12:00:00.123Z`.
