@@ -32,6 +32,19 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether other clients holding the store caused this (busy or locked), as opposed to a
+    /// damaged or unusable file.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StorageError::Busy { .. } => true,
+            StorageError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io {
             path: path.into(),

@@ -228,7 +228,10 @@ pub(crate) struct Session {
 #[derive(Default)]
 struct Batch {
     pending: Vec<RecordRequest>,
-    by_call: HashMap<(FunctionTag, CallId), usize>,
+    /// Indices into `pending` per call, oldest first.
+    by_call: HashMap<(FunctionTag, CallId), Vec<usize>>,
+    /// Nested `begin_batch` calls: only the outermost commit or abort ends the batch.
+    depth: usize,
 }
 
 impl Store {
@@ -562,24 +565,40 @@ impl Store {
     /// Starts buffering results: they are visible to lookups through this handle and committed
     /// in one transaction when the batch ends (or every `batch_size` results). No lock is held
     /// in between.
+    ///
+    /// Batches nest: an inner `begin_batch`/`commit_batch` (or `abort_batch`) pair is part of
+    /// the outer batch, which alone commits or drops the results.
     pub fn begin_batch(&self) {
         let mut s = self.session.lock();
-        if s.batch.is_none() {
-            s.batch = Some(Batch::default());
-        }
+        s.batch.get_or_insert_with(Batch::default).depth += 1;
     }
 
-    /// Commits the buffered results and stops buffering.
+    /// Commits the buffered results and stops buffering (for the outermost batch; an inner one
+    /// only closes its scope). Buffering stops even when the commit fails: the error says the
+    /// results were not stored, and later records are written directly, never left buffered.
     pub fn commit_batch(&self) -> Result<Vec<RecordOutcome>, CallError> {
         let mut s = self.session.lock();
-        let outcomes = s.flush_batch()?;
+        match &mut s.batch {
+            Some(batch) if batch.depth > 1 => {
+                batch.depth -= 1;
+                return Ok(Vec::new());
+            }
+            None => return Ok(Vec::new()),
+            Some(_) => {}
+        }
+        let outcomes = s.flush_batch();
         s.batch = None;
-        Ok(outcomes)
+        outcomes
     }
 
-    /// Drops the buffered results and stops buffering.
+    /// Drops the buffered results and stops buffering (for the outermost batch; an inner one
+    /// only closes its scope).
     pub fn abort_batch(&self) {
-        self.session.lock().batch = None;
+        let mut s = self.session.lock();
+        match &mut s.batch {
+            Some(batch) if batch.depth > 1 => batch.depth -= 1,
+            _ => s.batch = None,
+        }
     }
 
     /// Runs `f` inside a batch; commits if it returns `Ok`, drops the batch otherwise.
@@ -607,7 +626,7 @@ impl Store {
         let s = self.session.lock();
         let selection = s.selection.clone();
         VALUE_GET.call(&selection, id, |id| {
-            Ok(memo::get_value(&s.db.conn, &s.db.blobs, id)?)
+            s.db.snapshot(|conn| Ok(memo::get_value(conn, &s.db.blobs, id)?))
         })
     }
 
@@ -870,7 +889,11 @@ impl Session {
         self.check_outputs(request.call.function, request.outputs.len())?;
         if let Some(batch) = &mut self.batch {
             let key = (request.call.function, request.call.call_id);
-            batch.by_call.entry(key).or_insert(batch.pending.len());
+            batch
+                .by_call
+                .entry(key)
+                .or_default()
+                .push(batch.pending.len());
             batch.pending.push(request);
             if batch.pending.len() >= self.batch_size {
                 self.flush_batch()?;
@@ -958,27 +981,27 @@ impl Session {
         reader: Option<Arc<Reader>>,
     ) -> Result<LookupAnswer, CallError> {
         if let Some(batch) = &self.batch {
-            if let Some(&i) = batch.by_call.get(&(call.function, call.call_id)) {
+            // Buffered results of this call, newest first: the first acceptable one is a hit.
+            let buffered = batch.by_call.get(&(call.function, call.call_id));
+            for &i in buffered.into_iter().flatten().rev() {
                 let pending = &batch.pending[i];
-                let verdict = reader.as_ref().map(|r| judge(r, &pending.code));
-                if let None | Some(Verdict::Accept { .. }) = verdict {
-                    let outputs = pending.outputs.clone();
-                    let changed = match verdict {
-                        Some(Verdict::Accept { changed }) => changed,
-                        _ => Vec::new(),
-                    };
-                    let hit = Hit {
-                        seq: 0,
-                        code: -1,
-                        output_ids: outputs.iter().map(EncodedValue::id).collect(),
-                        outputs,
-                    };
-                    return Ok(LookupAnswer {
-                        hit: Some(hit),
-                        other_code: 0,
-                        changed,
-                    });
-                }
+                let changed = match reader.as_ref().map(|r| judge(r, &pending.code)) {
+                    Some(Verdict::Reject(_)) => continue,
+                    Some(Verdict::Accept { changed }) => changed,
+                    None => Vec::new(),
+                };
+                let outputs = pending.outputs.clone();
+                let hit = Hit {
+                    seq: 0,
+                    code: -1,
+                    output_ids: outputs.iter().map(EncodedValue::id).collect(),
+                    outputs,
+                };
+                return Ok(LookupAnswer {
+                    hit: Some(hit),
+                    other_code: 0,
+                    changed,
+                });
             }
         }
         let request = LookupRequest {

@@ -132,3 +132,91 @@ fn a_crash_inside_a_batch_loses_only_that_batch() {
     assert_eq!(store.integrity_check().unwrap(), vec!["ok"]);
     let _ = finish;
 }
+
+#[test]
+fn nested_batches_belong_to_the_outermost_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("nest.memo")).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+        .unwrap();
+    let rec = |i: i64| {
+        let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(i))]).unwrap();
+        store.record(&call, vec![int(i)]).unwrap()
+    };
+    store.begin_batch();
+    rec(1);
+    store.begin_batch();
+    rec(2);
+    store.abort_batch(); // an inner scope that failed: its results are the outer batch's to keep
+    assert_eq!(
+        rec(3),
+        RecordOutcome::Buffered,
+        "still inside the outer batch"
+    );
+    assert_eq!(store.count_results(f.tag).unwrap(), 0);
+    store.commit_batch().unwrap();
+    assert_eq!(store.count_results(f.tag).unwrap(), 3);
+}
+
+#[test]
+fn a_failed_commit_ends_the_batch_so_later_results_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fail.memo");
+    let store = OpenOptions::new().blob_threshold(100).open(&path).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+        .unwrap();
+    // The blob folder cannot be created: committing a large value fails.
+    std::fs::write(dir.path().join("fail.memo.blobs"), b"in the way").unwrap();
+    store.begin_batch();
+    let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(1))]).unwrap();
+    store
+        .record(&call, vec![memotag::EncodedValue::raw(vec![1; 1_000])])
+        .unwrap();
+    assert!(store.commit_batch().is_err());
+    std::fs::remove_file(dir.path().join("fail.memo.blobs")).unwrap();
+    let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(2))]).unwrap();
+    assert!(matches!(
+        store.record(&call, vec![int(2)]).unwrap(),
+        RecordOutcome::Inserted { .. }
+    ));
+    assert_eq!(Store::open(&path).unwrap().count_results(f.tag).unwrap(), 1);
+}
+
+#[test]
+fn a_lookup_inside_a_batch_sees_the_newest_buffered_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("newest.memo")).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+        .unwrap();
+    let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(1))]).unwrap();
+    store.begin_batch();
+    let code = |own: &str| memotag::CodeRecord {
+        own: Some(own.into()),
+        ..Default::default()
+    };
+    store
+        .record_with_code(&call, vec![int(10)], code("a"), vec![])
+        .unwrap();
+    store
+        .record_with_code(&call, vec![int(20)], code("b"), vec![])
+        .unwrap();
+    assert_eq!(
+        decode(&store.lookup(&call).unwrap().unwrap().outputs[0]),
+        Value::Int(20)
+    );
+    let strict = std::sync::Arc::new(memotag::Reader {
+        code: code("a"),
+        strict: true,
+        ..Default::default()
+    });
+    let answer = store.lookup_with(&call, &strict).unwrap();
+    assert_eq!(
+        decode(&answer.hit.unwrap().outputs[0]),
+        Value::Int(10),
+        "the older, acceptable one"
+    );
+    store.commit_batch().unwrap();
+}

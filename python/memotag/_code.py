@@ -76,8 +76,17 @@ def normal_form(source: str, own_name: Optional[str] = None, renames: Optional[D
     i = start
     renamed_own = False
     depth = 0
+    parens = 0
+    in_header = True  # inside the outermost `def ...:` line, where parameters are declared
     while i < len(tokens):
         tok = tokens[i]
+        if tok.type == tokenize.OP:
+            if tok.string in "([{":
+                parens += 1
+            elif tok.string in ")]}":
+                parens -= 1
+            elif tok.string == ":" and parens == 0 and in_header:
+                in_header = False
         if tok.type in _SKIP:
             i += 1
             continue
@@ -107,8 +116,10 @@ def normal_form(source: str, own_name: Optional[str] = None, renames: Optional[D
             if not renamed_own and own_name is not None and tok.string == own_name and out and out[-1] in ("def", "class"):
                 out.append("<self>")
                 renamed_own = True
+            elif tok.string in renames and _is_reference(tokens, i, out, in_header, parens):
+                out.append(renames[tok.string])
             else:
-                out.append(renames.get(tok.string, tok.string))
+                out.append(tok.string)
         elif tok.type == tokenize.NEWLINE:
             out.append("<nl>")
         elif tok.type == tokenize.INDENT:
@@ -123,6 +134,20 @@ def normal_form(source: str, own_name: Optional[str] = None, renames: Optional[D
     while out and out[-1] in ("<nl>", "<de>"):
         out.pop()
     return " ".join(out)
+
+
+def _is_reference(tokens, i: int, out: List[str], in_header: bool, parens: int) -> bool:
+    """Whether the NAME token at ``i`` names a variable (a parameter to rename), rather than an
+    attribute (``obj.name``) or a keyword argument (``call(name=...)``)."""
+    if out and out[-1] == ".":
+        return False
+    if in_header:
+        return True
+    j = i + 1
+    while j < len(tokens) and tokens[j].type in (tokenize.NL, tokenize.COMMENT):
+        j += 1
+    is_keyword = j < len(tokens) and tokens[j].type == tokenize.OP and tokens[j].string == "=" and parens > 0
+    return not is_keyword
 
 
 def _slice(lines: List[str], start: Tuple[int, int], end: Tuple[int, int]) -> str:
@@ -184,8 +209,21 @@ def _object_hash(obj: Any) -> Tuple[str, str, List[str]]:
         normal = " | ".join([f"bases {bases}"] + [_safe_normal(p) for p in parts])
         note = f"class {obj.__qualname__}: source unavailable, hashed the sources of its methods"
         return _hash(normal), text, [note]
+    code = getattr(obj, "__code__", None)
+    if code is not None:
+        text = f"<no source: {obj.__qualname__}; hashed its bytecode>"
+        return _hash(_code_fingerprint(code)), text, [f"{obj.__qualname__}: source unavailable, hashed its bytecode"]
     text = f"<no source: {getattr(obj, '__qualname__', repr(obj))}>"
     return _hash(text), text, [f"{getattr(obj, '__qualname__', obj)!s}: source unavailable"]
+
+
+def _code_fingerprint(code: types.CodeType) -> str:
+    """A stand-in for source that is not available: the bytecode, constants and names,
+    recursively (stable for one Python version, which is all a missing source allows)."""
+    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames[: code.co_argcount])]
+    for const in code.co_consts:
+        parts.append(_code_fingerprint(const) if isinstance(const, types.CodeType) else repr(const))
+    return "|".join(parts)
 
 
 def _safe_normal(text: str) -> str:
@@ -258,21 +296,28 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
+def _merge(hashes: set) -> str:
+    """One hash for helpers that share a qualified name (in different modules)."""
+    if len(hashes) == 1:
+        return next(iter(hashes))
+    return _hash("+".join(sorted(hashes)))
+
+
 class Capture:
     """The result of capturing one function's code."""
 
     def __init__(self) -> None:
-        self.user: Dict[str, str] = {}
+        self.user: Dict[str, set] = {}
         self.libraries: Dict[Tuple[str, str], dict] = {}
         self.notes: List[str] = []
         self.sources: Dict[str, str] = {}
-        self.watch: List[Tuple[dict, str, int]] = []
+        self.watch: List[Tuple[dict, str, Any]] = []
         self.seen: set = set()
 
     def record(self, own: str) -> dict:
         return {
             "own": own,
-            "user": [{"name": n, "hash": h} for n, h in sorted(self.user.items())],
+            "user": [{"name": n, "hash": _merge(hs)} for n, hs in sorted(self.user.items())],
             "libraries": sorted(self.libraries.values(), key=lambda l: (l["name"], l["library"])),
             "notes": sorted(set(self.notes)),
         }
@@ -306,23 +351,40 @@ def _add_declared(cap: Capture, obj: Any) -> None:
     cap.libraries[(name, library)] = _library_ref(name, kind, library, version, None, True)
 
 
+_MISSING = object()
+
+
 def _walk(cap: Capture, fn: Callable, globals_: dict, depth: int = 0) -> None:
     code = getattr(fn, "__code__", None)
     if code is None or depth > 50:
         return
+    names = list(dict.fromkeys(_code_names(code)))
     refs: List[Tuple[str, Any, Optional[dict]]] = []
-    for name in dict.fromkeys(_code_names(code)):
-        if name in globals_:
-            refs.append((name, globals_[name], globals_))
+    for name in names:
+        obj = globals_.get(name, _MISSING)
+        if obj is _MISSING:
+            if not hasattr(builtins, name):
+                # Not defined yet (a helper below the decorator, or in a later cell): watch for
+                # it, so that defining it is noticed on the next call.
+                cap.watch.append((globals_, name, None))
+            continue
+        refs.append((name, obj, globals_))
     if fn.__closure__:
         for name, cell in zip(code.co_freevars, fn.__closure__):
             try:
                 refs.append((name, cell.cell_contents, None))
             except ValueError:  # empty cell
                 pass
+    for name, obj, holder in list(refs):
+        if isinstance(obj, types.ModuleType) and _origin(obj.__name__)[0] == "user":
+            # `helpers.pre(x)`: follow the attributes this code names on a user module.
+            attrs = vars(obj)
+            for attr in names:
+                if attr in attrs and not isinstance(attrs[attr], types.ModuleType):
+                    refs.append((attr, attrs[attr], attrs))
     for name, obj, holder in refs:
         if holder is not None:
-            cap.watch.append((holder, name, id(obj)))
+            cap.watch.append((holder, name, obj))
         if id(obj) in cap.seen:
             continue
         cap.seen.add(id(obj))
@@ -345,7 +407,7 @@ def _reference(cap: Capture, name: str, obj: Any, depth: int) -> None:
     if isinstance(obj, _SIMPLE) or (isinstance(obj, (tuple, frozenset)) and all(isinstance(x, _SIMPLE) for x in obj)):
         text = f"{name} = {obj!r}"
         h = _hash(text)
-        cap.user[name] = h
+        cap.user.setdefault(name, set()).add(h)
         cap.sources[h] = text
         return
     if inspect.isfunction(obj) or isinstance(obj, type):
@@ -356,7 +418,7 @@ def _reference(cap: Capture, name: str, obj: Any, depth: int) -> None:
             cap.libraries.setdefault((qual, library), _library_ref(qual, kind, library, version, None, False))
             return
         h, text, notes = _object_hash(obj)
-        cap.user[qual] = h
+        cap.user.setdefault(qual, set()).add(h)
         cap.sources[h] = text
         cap.notes.extend(notes)
         if inspect.isfunction(obj):
@@ -375,18 +437,18 @@ def _reference(cap: Capture, name: str, obj: Any, depth: int) -> None:
         cap.libraries.setdefault((qual, library), _library_ref(qual, "class", library, version, None, False))
 
 
-def capture(func: Callable, renames: Dict[str, str], deps: Tuple[Any, ...] = ()) -> Tuple[str, Dict[str, str], List[Tuple[dict, str, int]]]:
+def capture(func: Callable, renames: Dict[str, str], deps: Tuple[Any, ...] = ()) -> Tuple[str, Dict[str, str], List[Tuple[dict, str, Any]]]:
     """Captures ``func``'s code: (code record as JSON, {source hash: text}, watch list of
-    (globals dict, name, id of the object it held))."""
+    (globals dict, name, the object it held or None if it was not defined))."""
     cap = Capture()
     try:
         source = inspect.getsource(func)
         own_text = textwrap.dedent(source)
         own = _hash(normal_form(source, own_name=func.__name__, renames=renames))
     except (OSError, TypeError):
-        own_text = f"<no source: {func.__qualname__}>"
-        own = _hash(own_text)
-        cap.notes.append(f"{func.__qualname__}: source unavailable")
+        own_text = f"<no source: {func.__qualname__}; hashed its bytecode>"
+        own = _hash(_code_fingerprint(func.__code__))
+        cap.notes.append(f"{func.__qualname__}: source unavailable, hashed its bytecode")
     cap.sources[own] = own_text
     cap.seen.add(id(func))
     _walk(cap, func, func.__globals__)

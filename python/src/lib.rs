@@ -61,7 +61,7 @@ fn warn(py: Python<'_>, class: &str, message: &str) -> PyResult<()> {
 fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
     match e {
         StorageError::ReadOnly { .. } => raise(py, "ReadOnlyStore", e.to_string()),
-        StorageError::Busy { .. } => raise(py, "StoreLocked", e.to_string()),
+        _ if e.is_busy() => raise(py, "StoreLocked", e.to_string()),
         _ => raise(py, "MemotagError", e.to_string()),
     }
 }
@@ -127,6 +127,24 @@ pub struct PyStore {
 struct StoreState {
     store: Option<Arc<Store>>,
     generation: u64,
+}
+
+impl StoreState {
+    /// Drops the connection, unless it was inherited through a fork: closing the parent's
+    /// SQLite handle in a child could checkpoint or delete a WAL the parent is using.
+    fn release(&mut self) {
+        if let Some(store) = self.store.take() {
+            if self.generation != FORK_GENERATION.load(Ordering::Relaxed) {
+                std::mem::forget(store);
+            }
+        }
+    }
+}
+
+impl Drop for StoreState {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl PyStore {
@@ -221,9 +239,10 @@ impl PyStore {
         self.state.lock().store.is_none()
     }
 
-    /// Closes the connection; a batch in progress is dropped.
+    /// Closes the connection; a batch in progress is dropped. In a forked child the inherited
+    /// connection is never closed (it belongs to the parent): it is let go of instead.
     fn close(&self) {
-        self.state.lock().store = None;
+        self.state.lock().release();
     }
 
     /// Binds a Python function to the store and returns its memoized form. `params`: one
@@ -748,9 +767,10 @@ struct CodeState {
     reader: Arc<Reader>,
     /// Sources the store did not hold at capture time; sent with the next record.
     pending: Vec<SourceText>,
-    /// (globals dict, name, address of the object it held): a redefined helper is noticed by
-    /// identity, without reading any source on the hot path.
-    watch: Vec<(Py<PyDict>, Py<pyo3::types::PyString>, usize)>,
+    /// (globals dict, name, the object it held or `None` if absent): a redefined (or newly
+    /// defined) helper is noticed by identity, without reading any source on the hot path. The
+    /// objects are held, so their addresses cannot be reused by a redefinition.
+    watch: Vec<(Py<PyDict>, Py<pyo3::types::PyString>, Option<Py<PyAny>>)>,
 }
 
 impl Memo {
@@ -767,7 +787,11 @@ impl Memo {
         let (json, sources, watch): (
             String,
             std::collections::HashMap<String, String>,
-            Vec<(Bound<'_, PyDict>, Bound<'_, pyo3::types::PyString>, usize)>,
+            Vec<(
+                Bound<'_, PyDict>,
+                Bound<'_, pyo3::types::PyString>,
+                Option<Bound<'_, PyAny>>,
+            )>,
         ) = captured.extract()?;
         let record: CodeRecord = serde_json::from_str(&json).map_err(|e| {
             PyValueError::new_err(format!("captured code record is malformed: {e}"))
@@ -790,7 +814,7 @@ impl Memo {
             pending,
             watch: watch
                 .into_iter()
-                .map(|(g, n, id)| (g.unbind(), n.unbind(), id))
+                .map(|(g, n, obj)| (g.unbind(), n.unbind(), obj.map(Bound::unbind)))
                 .collect(),
         })
     }
@@ -800,9 +824,14 @@ impl Memo {
         let stale = {
             let state = self.code.lock();
             let mut stale = false;
-            for (globals, name, id) in &state.watch {
+            for (globals, name, held) in &state.watch {
                 let now = globals.bind(py).get_item(name.bind(py))?;
-                if now.as_ref().map(|o| o.as_ptr() as usize) != Some(*id) {
+                let same = match (&now, held) {
+                    (Some(now), Some(held)) => now.is(held.bind(py)),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
                     stale = true;
                     break;
                 }
@@ -967,6 +996,12 @@ impl Memo {
         let code = reader.code.clone();
         let recorded = py.detach(|| store.record_with_code(&call, outputs, code, sources.clone()));
         let outcome = match recorded {
+            // Buffered in a batch that may still be dropped: send the sources again next time
+            // (the store keeps each once).
+            Ok(RecordOutcome::Buffered) => {
+                self.code.lock().pending.extend(sources);
+                RecordOutcome::Buffered
+            }
             Ok(outcome) => outcome,
             Err(e) => {
                 // Not stored: send them again next time.

@@ -324,3 +324,88 @@ def test_sources_go_to_the_store_once(store, path):
     assert n == 1
     row = store.calls("f")[0]
     assert store.source(row["code"]["own"]).startswith("@store.memo")
+
+
+# ---- edge cases of capture ---------------------------------------------------------------------
+
+
+def test_parameter_renames_touch_names_not_attributes_or_keywords():
+    a = _code.normal_form("def f(n):\n    return model(n=n) + cfg.n\n", own_name="f", renames={"n": "T"})
+    b = _code.normal_form("def f(size):\n    return model(size=size) + cfg.size\n", own_name="f", renames={"size": "T"})
+    assert a != b, "a different keyword and attribute are different code"
+    c = _code.normal_form("def f(size):\n    return model(n=size) + cfg.n\n", own_name="f", renames={"size": "T"})
+    assert a == c, "renaming only the parameter keeps the hash"
+
+
+def strict_f(nb, name, body):
+    nb.run("CALLS = []")
+    nb.run(f'@store.memo(name="{name}", code="strict")\ndef f(x):\n    CALLS.append(x)\n    {body}\n')
+
+
+def test_a_helper_defined_after_the_function_is_captured_when_it_appears(store):
+    nb = Notebook(store)
+    strict_f(nb, "late", "return helper(x)")
+    nb.run("def helper(x):\n    return x + 1\n")
+    assert run_f(nb, 1)[:2] == (2, True)
+    assert run_f(nb, 1)[:2] == (2, False)
+    nb.run("def helper(x):\n    return x + 100\n")
+    assert run_f(nb, 1)[:2] == (101, True)
+
+
+def test_redefinitions_between_calls_are_noticed_even_if_an_address_is_reused(store):
+    nb = Notebook(store)
+    nb.run("def helper(x):\n    return x + 1\n")
+    strict_f(nb, "reuse", "return helper(x)")
+    assert run_f(nb, 1)[:2] == (2, True)
+    for k in range(2, 6):
+        nb.run(f"def helper(x):\n    return x + {k}\n")
+    assert run_f(nb, 1)[:2] == (6, True)
+
+
+def test_helpers_in_user_modules_are_captured(store, tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    mod = tmp_path / "myhelpers_mt.py"
+    mod.write_text("def pre(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    helpers = importlib.import_module("myhelpers_mt")
+    nb = Notebook(store)
+    nb.ns["myhelpers_mt"] = helpers
+    strict_f(nb, "usermod", "return myhelpers_mt.pre(x)")
+    assert run_f(nb, 1)[:2] == (2, True)
+    record = json.loads(nb.ns["f"].code_record)
+    assert [u["name"] for u in record["user"]] == ["pre"]
+    mod.write_text("def pre(x):\n    return x + 1000\n")
+    linecache.checkcache(str(mod))
+    importlib.reload(helpers)
+    assert run_f(nb, 1)[:2] == (1001, True)
+    sys.modules.pop("myhelpers_mt", None)
+
+
+def test_helpers_sharing_a_name_in_two_modules_both_count(store, tmp_path, monkeypatch):
+    import importlib
+
+    (tmp_path / "qa_mt.py").write_text("def helper(x):\n    return x + 1\n")
+    (tmp_path / "qb_mt.py").write_text("def helper(x):\n    return x + 10\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    qa, qb = importlib.import_module("qa_mt"), importlib.import_module("qb_mt")
+    nb = Notebook(store)
+    nb.ns.update(ha=qa.helper, hb=qb.helper)
+    strict_f(nb, "twohelpers", "return ha(x) + hb(x)")
+    assert run_f(nb, 1)[:2] == (13, True)
+    (tmp_path / "qa_mt.py").write_text("def helper(x):\n    return x + 500\n")
+    linecache.checkcache(str(tmp_path / "qa_mt.py"))
+    importlib.reload(qa)
+    nb.ns["ha"] = qa.helper
+    assert run_f(nb, 1)[:2] == (512, True)
+
+
+def test_functions_without_source_are_hashed_by_bytecode():
+    ns1, ns2 = {}, {}
+    exec("def helper(x):\n    return x + 1\n", ns1)
+    exec("def helper(x):\n    return x + 100\n", ns2)
+    h1 = _code._object_hash(ns1["helper"])
+    h2 = _code._object_hash(ns2["helper"])
+    assert h1[0] != h2[0]
+    assert "bytecode" in h1[2][0]

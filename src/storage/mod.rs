@@ -240,8 +240,24 @@ impl Database {
             .prepare_cached("BEGIN")
             .and_then(|mut s| s.execute([]));
         if begin.is_err() {
-            // Already inside a transaction (or busy starting one): read without it.
+            // Already inside a transaction: read within it.
             return f(&self.conn);
+        }
+        if self.mode == Mode::Shared {
+            // A rollback-journal reader waits for a committing writer: take the shared lock now,
+            // with the same patience as writes, so that busy never surfaces from `f`.
+            let locked = retry_busy(Instant::now(), self.busy_timeout, || {
+                self.conn
+                    .prepare_cached("SELECT 1 FROM meta LIMIT 1")?
+                    .exists([])
+            });
+            if let Err(e) = locked {
+                let _ = self
+                    .conn
+                    .prepare_cached("ROLLBACK")
+                    .and_then(|mut s| s.execute([]));
+                return Err(e.into());
+            }
         }
         let result = f(&self.conn);
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
