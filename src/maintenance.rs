@@ -853,9 +853,13 @@ fn collect_code(
         .map(|(_, code, _)| code)
         .collect();
     let mut mentioned: HashSet<String> = HashSet::new();
-    for row in sql::code_rows(conn)? {
+    let rows = sql::code_rows(conn)?;
+    // The newest record is always kept: code record ids are rowids, and deleting the highest
+    // one would let the next record reuse its id under a session that cached the old record.
+    let newest = rows.iter().map(|r| r.id).max().unwrap_or(0);
+    for row in rows {
         let record = serde_json::from_str::<CodeRecord>(&row.record);
-        if row.id != 0 && !used.contains(&row.id) {
+        if row.id != 0 && row.id != newest && !used.contains(&row.id) {
             garbage.codes.push(GarbageCode {
                 id: row.id,
                 hash: hex::encode(&row.hash),

@@ -570,6 +570,15 @@ fn gc_removes_unreferenced_code_records_and_sources_exactly_as_listed() {
             ],
         )
         .unwrap();
+    // A newer record, so that C is not the newest (gc always keeps the newest).
+    let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(5))]).unwrap();
+    let newest = CodeRecord {
+        own: Some("d4".repeat(16)),
+        ..Default::default()
+    };
+    store
+        .record_with_code(&call, vec![int(50)], newest, vec![])
+        .unwrap();
     drop(store);
     let c = code_id_of(&b.path, OWN_C);
     let conn = sql(&b.path);
@@ -1014,6 +1023,16 @@ fn make_garbage(b: &Built) -> PathBuf {
     conn.execute(
         "INSERT INTO sources (hash, text) VALUES ('0ddba11', 'def f(x): return x')",
         [],
+    )
+    .unwrap();
+    // The newest code record is never collected, referenced or not (its id must not be reused).
+    let newest = CodeRecord {
+        own: Some("0ddba12".into()),
+        ..Default::default()
+    };
+    conn.execute(
+        "INSERT INTO code_records (id, hash, record) VALUES (8, ?1, ?2)",
+        rusqlite::params![newest.hash().0, serde_json::to_string(&newest).unwrap()],
     )
     .unwrap();
     drop(conn);
