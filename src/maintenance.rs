@@ -77,7 +77,7 @@ const MAX_FINDINGS_PER_KIND: usize = 50;
 /// memo rows, conflicts and input defaults refer to is in `values`; every value's bytes match
 /// its id, and every value kept as a file has a file that verifies. An empty list means healthy.
 pub fn check(path: &Path, progress: &mut dyn Progress) -> Result<Vec<Finding>, MaintenanceError> {
-    let db = sql::open_existing(path, true)?;
+    let mut db = sql::open_existing(path, true)?;
     let mut findings = Vec::new();
     let integrity = db.integrity_check()?;
     if integrity != ["ok"] {
@@ -825,7 +825,7 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
     } else {
         LockState::Free
     };
-    let db = sql::open_for_inspection(path, true)?;
+    let mut db = sql::open_for_inspection(path, true)?;
     let (counts, meta) =
         db.read(|conn| Ok::<_, StorageError>((sql::counts(conn)?, sql::meta(conn)?)))?;
     let meta: HashMap<String, String> = meta.into_iter().collect();
@@ -867,8 +867,10 @@ impl Store {
         id: &ValueId,
         inline_limit: u64,
     ) -> Result<Option<ValueSummary>, CallError> {
-        let s = self.session.lock();
-        Ok(sql::value_summary(&s.db.conn, id, inline_limit)?)
+        let mut s = self.session.lock();
+        Ok(s
+            .db
+            .snapshot(|conn| sql::value_summary(conn, id, inline_limit))?)
     }
 }
 

@@ -57,7 +57,9 @@ fn warn(py: Python<'_>, class: &str, message: &str) -> PyResult<()> {
 fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
     match e {
         StorageError::ReadOnly { .. } => raise(py, "ReadOnlyStore", e.to_string()),
-        StorageError::Busy { .. } => raise(py, "StoreLocked", e.to_string()),
+        StorageError::Busy { .. } | StorageError::LockTimeout { .. } => {
+            raise(py, "StoreLocked", e.to_string())
+        }
         _ => raise(py, "MemotagError", e.to_string()),
     }
 }
@@ -69,7 +71,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
         }
         OpenError::NotFound { .. } => raise(py, "NotAStore", e.to_string()),
         OpenError::NewerFormat { .. } => raise(py, "VersionError", e.to_string()),
-        OpenError::ModeMismatch { .. } => raise(py, "MemotagError", e.to_string()),
+        OpenError::ModeMismatch { .. } | OpenError::LockMethodMismatch { .. } => {
+            raise(py, "MemotagError", e.to_string())
+        }
         OpenError::Storage(s) => storage_error(py, s),
     }
 }

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_procedures",
         sql: include_str!("../../schema/0002_procedures.sql"),
     },
+    Migration {
+        generation: 3,
+        name: "0003_lock_method",
+        sql: include_str!("../../schema/0003_lock_method.sql"),
+    },
 ];
 
 /// The newest format generation this build writes and reads.
