@@ -19,7 +19,7 @@ use crate::storage::{filesystem_kind, FilesystemKind, Mode, FORMAT_GENERATION};
 use crate::store::Store;
 use crate::value::{Codec, ValueId};
 
-pub use crate::storage::maintenance::{Counts, MigrateOutcome, ValueSummary};
+pub use crate::storage::maintenance::{Counts, LockBreak, MigrateOutcome, ValueSummary};
 
 /// A maintenance command could not run, or refused to (and changed nothing).
 #[derive(Debug, thiserror::Error)]
@@ -763,6 +763,12 @@ pub struct StoreInfo {
     pub journal: &'static str,
     pub filesystem: FilesystemKind,
     pub lock: LockState,
+    /// How the store's clients exclude each other.
+    pub lock_method: crate::storage::LockMethod,
+    /// Shared mode: who holds the lease lock right now (`host pid N`), if anyone.
+    pub lease_holder: Option<String>,
+    /// Shared mode: the last lock a client broke because its holder stopped renewing it.
+    pub last_lock_break: Option<LockBreak>,
     pub counts: Counts,
     pub sizes: Sizes,
     pub store_id: Option<String>,
@@ -825,9 +831,19 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
     } else {
         LockState::Free
     };
+    // Before opening: this client's own reads take the lease lock.
+    let lease_holder = crate::storage::lock::LeaseLock::holder(path).map(|owner| match owner {
+        Ok(o) => o.describe(),
+        Err(_) => "a client whose owner file is unreadable".to_string(),
+    });
     let mut db = sql::open_for_inspection(path, true)?;
-    let (counts, meta) =
-        db.read(|conn| Ok::<_, StorageError>((sql::counts(conn)?, sql::meta(conn)?)))?;
+    let (counts, meta, last_lock_break) = db.read(|conn| {
+        Ok::<_, StorageError>((
+            sql::counts(conn)?,
+            sql::meta(conn)?,
+            sql::last_lock_break(conn)?,
+        ))
+    })?;
     let meta: HashMap<String, String> = meta.into_iter().collect();
     let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let mut wal = path.as_os_str().to_os_string();
@@ -845,6 +861,9 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
         journal,
         filesystem: filesystem_kind(&store_dir(path)),
         lock,
+        lock_method: db.lock_method(),
+        lease_holder,
+        last_lock_break,
         counts,
         sizes: Sizes {
             database: file_len(path),

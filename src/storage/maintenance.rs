@@ -487,6 +487,53 @@ pub fn applied_migrations(conn: &Connection) -> Result<Vec<(u32, String, i64)>, 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A lease lock a client broke, as `lock_breaks` records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockBreak {
+    pub broken_at_ms: i64,
+    /// `host pid N`, or `None` when the holder's owner file was unreadable.
+    pub holder: Option<String>,
+    pub silent_ms: i64,
+    pub broken_by: String,
+}
+
+impl std::fmt::Display for LockBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "held by {}, broken by {} after {} ms without renewal (at unix ms {})",
+            self.holder.as_deref().unwrap_or("an unknown client"),
+            self.broken_by,
+            self.silent_ms,
+            self.broken_at_ms
+        )
+    }
+}
+
+/// The most recent broken lock (stores of format 3 and later; `None` otherwise).
+pub fn last_lock_break(conn: &Connection) -> Result<Option<LockBreak>, StorageError> {
+    if !table_exists(conn, "lock_breaks")? {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT broken_at, holder_host, holder_pid, silent_ms, broken_by FROM lock_breaks
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                let host: Option<String> = r.get(1)?;
+                let pid: Option<i64> = r.get(2)?;
+                Ok(LockBreak {
+                    broken_at_ms: r.get(0)?,
+                    holder: host.map(|h| format!("{h} pid {}", pid.unwrap_or(0))),
+                    silent_ms: r.get(3)?,
+                    broken_by: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
 // ---- migrations ------------------------------------------------------------------------------
 
 /// What `migrate` did.
