@@ -686,10 +686,11 @@ pub enum SetModeOutcome {
     AlreadyInMode(Mode),
 }
 
-/// Switches the store's sharing mode (`meta.mode` and the journal mode) while nobody else holds
-/// it. Refused, with nothing changed, when other clients have it open (as far as locks can tell:
-/// idle shared-mode clients hold no lock, so stop them first), and when switching to local mode
-/// on a network filesystem unless `force`.
+/// Switches the store's sharing mode (`meta.mode`, `meta.lock_method` and the journal mode)
+/// while nobody else holds it. Refused, with nothing changed, when other clients have it open (as
+/// far as locks can tell: a shared store is switched under its lease lock, and idle shared-mode
+/// clients notice the switch at their next transaction), and when switching to local mode on a
+/// network filesystem unless `force`.
 pub fn set_mode(
     path: &Path,
     target: Mode,
@@ -887,9 +888,7 @@ impl Store {
         inline_limit: u64,
     ) -> Result<Option<ValueSummary>, CallError> {
         let mut s = self.session.lock();
-        Ok(s
-            .db
-            .snapshot(|conn| sql::value_summary(conn, id, inline_limit))?)
+        Ok(s.db.snapshot(|conn| sql::value_summary(conn, id, inline_limit))?)
     }
 }
 

@@ -28,8 +28,8 @@ use crate::schema::{
     Plan, Resolution, SchemaChange,
 };
 use crate::storage::catalog::LogEntry;
-use crate::storage::memo::{self, BlobSink};
 use crate::storage::lock::{Interrupt, LockConfig, LockMethod, DEFAULT_LEASE};
+use crate::storage::memo::{self, BlobSink};
 use crate::storage::{Database, Mode, OpenRequest};
 use crate::value::{EncodedValue, ValueId};
 

@@ -27,11 +27,17 @@ fn fresh_store(name: &str) -> Option<(PathBuf, PathBuf)> {
 /// Starts this test binary again running only `test_name` (ignored tests included), as `role`.
 fn spawn_child(test_name: &str, role: &str, env: &[(&str, String)]) -> std::process::Child {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args([test_name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, role)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit());
+    cmd.args([
+        test_name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE_ENV, role)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -109,16 +115,18 @@ fn scenario1_four_writers_on_two_mounts_lose_nothing() {
     let Some((on_a, on_b)) = fresh_store("s1") else {
         return;
     };
-    let store = OpenOptions::new()
-        .mode(Mode::Shared)
-        .open(&on_a)
-        .unwrap();
+    let store = OpenOptions::new().mode(Mode::Shared).open(&on_a).unwrap();
     store
         .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
         .unwrap();
     drop(store);
     let started = Instant::now();
-    let env = |path: &PathBuf, me: i64| vec![("STORE", path.display().to_string()), ("ME", me.to_string())];
+    let env = |path: &PathBuf, me: i64| {
+        vec![
+            ("STORE", path.display().to_string()),
+            ("ME", me.to_string()),
+        ]
+    };
     let mut writers: Vec<_> = (0..4)
         .map(|me| spawn_child(S1, "writer", &env(if me < 2 { &on_a } else { &on_b }, me)))
         .collect();
@@ -138,7 +146,10 @@ fn scenario1_four_writers_on_two_mounts_lose_nothing() {
     let elapsed = started.elapsed();
 
     let store = Store::open(&on_a).unwrap();
-    let f = store.function("f", 1).or_else(|_| store.function("f_19", 1)).unwrap();
+    let f = store
+        .function("f", 1)
+        .or_else(|_| store.function("f_19", 1))
+        .unwrap();
     let x = f.inputs[0].tag;
     // Lost: no result with the right output (read in one transaction: every lookup would take
     // the lock once).
@@ -148,7 +159,12 @@ fn scenario1_four_writers_on_two_mounts_lose_nothing() {
         Ok(rows) => {
             let found: std::collections::HashMap<_, _> = rows
                 .iter()
-                .map(|r| (r.inputs.iter().find(|(t, _)| *t == x).unwrap().1, r.outputs[0]))
+                .map(|r| {
+                    (
+                        r.inputs.iter().find(|(t, _)| *t == x).unwrap().1,
+                        r.outputs[0],
+                    )
+                })
                 .collect();
             for &i in &acked {
                 match found.get(&int(i).id()) {
@@ -211,7 +227,8 @@ fn scenario2_read_modify_write_across_mounts_loses_no_update() {
                     added += 1;
                 }
                 // Someone else took this name first: read again and retry.
-                Err(SchemaError::InputNameTaken { .. }) | Err(SchemaError::DefaultChanged { .. }) => {}
+                Err(SchemaError::InputNameTaken { .. })
+                | Err(SchemaError::DefaultChanged { .. }) => {}
                 Err(e) => panic!("adder {me}: {e}"),
             }
         }
@@ -231,28 +248,49 @@ fn scenario2_read_modify_write_across_mounts_loses_no_update() {
     let children: Vec<_> = (0..4)
         .map(|me| {
             let path = if me % 2 == 0 { &on_a } else { &on_b };
-            spawn_child(S2, "adder", &[("STORE", path.display().to_string()), ("ME", me.to_string())])
+            spawn_child(
+                S2,
+                "adder",
+                &[
+                    ("STORE", path.display().to_string()),
+                    ("ME", me.to_string()),
+                ],
+            )
         })
         .collect();
     let mut acked = Vec::new();
     for child in children {
         for line in finish(child) {
             let mut parts = line.strip_prefix("ack ").unwrap().split(' ');
-            acked.push((parts.next().unwrap().to_string(), parts.next().unwrap().parse::<i64>().unwrap()));
+            acked.push((
+                parts.next().unwrap().to_string(),
+                parts.next().unwrap().parse::<i64>().unwrap(),
+            ));
         }
     }
     let store = Store::open(&on_b).unwrap();
     let g = store.function("g", 1).unwrap();
     assert_eq!(acked.len(), 4 * S2_ADDS);
-    assert_eq!(g.inputs.len(), 1 + acked.len(), "an acknowledged add was lost");
+    assert_eq!(
+        g.inputs.len(),
+        1 + acked.len(),
+        "an acknowledged add was lost"
+    );
     for (name, me) in &acked {
         let input = g.input_named(name).unwrap_or_else(|| panic!("{name} lost"));
-        assert_eq!(input.default.map(|d| d), Some(int(*me).id()), "{name} has another author's default");
+        assert_eq!(
+            input.default.map(|d| d),
+            Some(int(*me).id()),
+            "{name} has another author's default"
+        );
     }
     let log = store.schema_log(0).unwrap();
     assert!(log.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1));
     assert_eq!(store.integrity_check().unwrap(), vec!["ok"]);
-    println!("scenario 2: {} read-modify-write schema changes from 4 processes on 2 mounts, none lost", acked.len());
+    println!(
+        "scenario 2: {} read-modify-write schema changes from 4 processes on 2 mounts, none lost",
+        acked.len()
+    );
 }
 
 // ---- scenario 3 -------------------------------------------------------------------------------
@@ -278,13 +316,15 @@ fn wait_for_holder(store: &std::path::Path, pid: u32) {
     loop {
         // Renewed at least once: it has held the lock for a quarter lease, so it is in its
         // long pause before commit, not in one of the short reads of opening.
-        let holding = std::fs::read_to_string(&owner).is_ok_and(|t| {
-            t.contains(&format!("\npid={pid}\n")) && !t.contains("\nrenewals=0\n")
-        });
+        let holding = std::fs::read_to_string(&owner)
+            .is_ok_and(|t| t.contains(&format!("\npid={pid}\n")) && !t.contains("\nrenewals=0\n"));
         if holding {
             return;
         }
-        assert!(Instant::now() < deadline, "process {pid} never took the lock");
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -324,7 +364,10 @@ fn scenario3_a_dead_or_paused_holder_is_recovered_from_and_fenced() {
         }
         Some("holder") => {
             // Holds the lock for a long time before committing: killed or paused meanwhile.
-            let store = open(env_path("STORE"), Some(Duration::from_millis(env_i64("PAUSE_MS") as u64)));
+            let store = open(
+                env_path("STORE"),
+                Some(Duration::from_millis(env_i64("PAUSE_MS") as u64)),
+            );
             let f = store.function("f", 1).unwrap();
             let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(-1))]).unwrap();
             match store.record(&call, vec![int(-1)]) {
@@ -340,17 +383,28 @@ fn scenario3_a_dead_or_paused_holder_is_recovered_from_and_fenced() {
         return;
     };
     let store = open(on_a.clone(), None);
-    let f = store.function("f", 1).or_else(|_| {
-        store.create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
-    });
+    let f = store
+        .function("f", 1)
+        .or_else(|_| store.create_function(FunctionSpec::new("f", vec![InputSpec::required("x")])));
     let f = f.unwrap();
     drop(store);
     let writer_env = |path: &PathBuf, me: i64, count: i64| {
-        vec![("STORE", path.display().to_string()), ("ME", me.to_string()), ("COUNT", count.to_string())]
+        vec![
+            ("STORE", path.display().to_string()),
+            ("ME", me.to_string()),
+            ("COUNT", count.to_string()),
+        ]
     };
 
     // Part 1: SIGKILL while holding the lock.
-    let victim = spawn_child(S3, "holder", &[("STORE", on_a.display().to_string()), ("PAUSE_MS", "60000".into())]);
+    let victim = spawn_child(
+        S3,
+        "holder",
+        &[
+            ("STORE", on_a.display().to_string()),
+            ("PAUSE_MS", "60000".into()),
+        ],
+    );
     wait_for_holder(&on_a, victim.id());
     let writers: Vec<_> = [(&on_a, 1), (&on_b, 2)]
         .into_iter()
@@ -364,14 +418,29 @@ fn scenario3_a_dead_or_paused_holder_is_recovered_from_and_fenced() {
     for w in writers {
         for line in finish(w) {
             let mut parts = line.strip_prefix("ack ").unwrap().split(' ');
-            acked.push((parts.next().unwrap().parse::<i64>().unwrap(), parts.next().unwrap().parse::<i64>().unwrap()));
+            acked.push((
+                parts.next().unwrap().parse::<i64>().unwrap(),
+                parts.next().unwrap().parse::<i64>().unwrap(),
+            ));
         }
     }
-    let first_after = acked.iter().map(|(_, t)| *t).filter(|t| *t >= killed_at).min().unwrap();
+    let first_after = acked
+        .iter()
+        .map(|(_, t)| *t)
+        .filter(|t| *t >= killed_at)
+        .min()
+        .unwrap();
     let recovery_ms = first_after - killed_at;
 
     // Part 2: SIGSTOP past the lease, SIGCONT.
-    let paused = spawn_child(S3, "holder", &[("STORE", on_b.display().to_string()), ("PAUSE_MS", "1500".into())]);
+    let paused = spawn_child(
+        S3,
+        "holder",
+        &[
+            ("STORE", on_b.display().to_string()),
+            ("PAUSE_MS", "1500".into()),
+        ],
+    );
     wait_for_holder(&on_b, paused.id());
     signal(paused.id(), libc::SIGSTOP);
     let other = spawn_child(S3, "writer", &writer_env(&on_a, 3, 3));
@@ -381,7 +450,9 @@ fn scenario3_a_dead_or_paused_holder_is_recovered_from_and_fenced() {
     let paused_lines = finish(paused);
     assert_eq!(other_lines.len(), 3);
     assert!(
-        paused_lines.iter().any(|l| l.starts_with("refused") && l.contains("lost the shared-mode lock")),
+        paused_lines
+            .iter()
+            .any(|l| l.starts_with("refused") && l.contains("lost the shared-mode lock")),
         "the paused holder must not commit: {paused_lines:?}"
     );
 
@@ -389,10 +460,16 @@ fn scenario3_a_dead_or_paused_holder_is_recovered_from_and_fenced() {
     let x = f.inputs[0].tag;
     for (v, _) in &acked {
         let call = store.bind(f.tag, vec![(x, int(*v))]).unwrap();
-        assert!(store.lookup(&call).unwrap().is_some(), "acknowledged {v} lost");
+        assert!(
+            store.lookup(&call).unwrap().is_some(),
+            "acknowledged {v} lost"
+        );
     }
     let absent = store.bind(f.tag, vec![(x, int(-1))]).unwrap();
-    assert!(store.lookup(&absent).unwrap().is_none(), "the killed or paused holder's result is absent");
+    assert!(
+        store.lookup(&absent).unwrap().is_none(),
+        "the killed or paused holder's result is absent"
+    );
     assert_eq!(store.integrity_check().unwrap(), vec!["ok"]);
     drop(store);
     let info = memotag::maintenance::info(&on_a).unwrap();
@@ -425,10 +502,22 @@ fn scenario4_modes_are_detected_and_never_silently_mixed() {
     drop(store);
     let before = std::fs::read(&on_b).unwrap();
     let local = OpenOptions::new().mode(Mode::Local).open(&on_b);
-    assert!(matches!(local, Err(memotag::OpenError::ModeMismatch { .. })), "{local:?}");
-    let posix = OpenOptions::new().lock_method(memotag::LockMethod::Posix).open(&on_b);
-    assert!(matches!(posix, Err(memotag::OpenError::LockMethodMismatch { .. })), "{posix:?}");
-    assert_eq!(std::fs::read(&on_b).unwrap(), before, "refused clients changed nothing");
+    assert!(
+        matches!(local, Err(memotag::OpenError::ModeMismatch { .. })),
+        "{local:?}"
+    );
+    let posix = OpenOptions::new()
+        .lock_method(memotag::LockMethod::Posix)
+        .open(&on_b);
+    assert!(
+        matches!(posix, Err(memotag::OpenError::LockMethodMismatch { .. })),
+        "{posix:?}"
+    );
+    assert_eq!(
+        std::fs::read(&on_b).unwrap(),
+        before,
+        "refused clients changed nothing"
+    );
     for suffix in ["-wal", "-shm", ".memotag-lock"] {
         let mut side = on_b.as_os_str().to_os_string();
         side.push(suffix);
@@ -453,7 +542,10 @@ fn throughput_over_the_mounts() {
     const UNBATCHED: i64 = 60;
     const BATCHED: i64 = 1_000;
     if role().as_deref() == Some("tp") {
-        let store = OpenOptions::new().batch_size(100).open(env_path("STORE")).unwrap();
+        let store = OpenOptions::new()
+            .batch_size(100)
+            .open(env_path("STORE"))
+            .unwrap();
         let me = env_i64("ME");
         let batched = env_i64("BATCHED") == 1;
         let f = store.function("f", 1).unwrap();
@@ -500,12 +592,16 @@ fn throughput_over_the_mounts() {
             let children: Vec<_> = (0..writers)
                 .map(|w| {
                     let path = if w % 2 == 0 { &on_a } else { &on_b };
-                    spawn_child(TP, "tp", &[
-                        ("STORE", path.display().to_string()),
-                        ("ME", (run * 10 + w).to_string()),
-                        ("BATCHED", batched.to_string()),
-                        ("START_AT", start_at.to_string()),
-                    ])
+                    spawn_child(
+                        TP,
+                        "tp",
+                        &[
+                            ("STORE", path.display().to_string()),
+                            ("ME", (run * 10 + w).to_string()),
+                            ("BATCHED", batched.to_string()),
+                            ("START_AT", start_at.to_string()),
+                        ],
+                    )
                 })
                 .collect();
             let (mut total, mut slowest) = (0i64, 0i64);
@@ -518,7 +614,10 @@ fn throughput_over_the_mounts() {
             expected += total as u64;
             rates.push(total as f64 / (slowest as f64 / 1e6));
         }
-        table.push_str(&format!("{writers:>7} | {:>19.0} | {:>23.0}\n", rates[0], rates[1]));
+        table.push_str(&format!(
+            "{writers:>7} | {:>19.0} | {:>23.0}\n",
+            rates[0], rates[1]
+        ));
     }
     let store = Store::open(&on_b).unwrap();
     assert_eq!(store.count_results(f.tag).unwrap(), expected);

@@ -204,7 +204,12 @@ pub struct Watch {
 impl Watch {
     /// Records what the `owner` file holds now (`None`: missing or unreadable) and decides.
     /// The lease is the holder's own (from the file), or `default_lease` when it cannot be read.
-    pub fn observe(&mut self, owner: Option<&str>, now: Instant, default_lease: Duration) -> Verdict {
+    pub fn observe(
+        &mut self,
+        owner: Option<&str>,
+        now: Instant,
+        default_lease: Duration,
+    ) -> Verdict {
         match &self.seen {
             Some((bytes, _)) if bytes.as_deref() == owner => {}
             _ => {
@@ -367,7 +372,10 @@ impl LeaseLock {
             return Ok(None);
         }
         let me = identity();
-        let aside = sibling(&self.dir, &format!("broken-{}", uuid::Uuid::new_v4().simple()));
+        let aside = sibling(
+            &self.dir,
+            &format!("broken-{}", uuid::Uuid::new_v4().simple()),
+        );
         match fs::rename(&self.dir, &aside) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -415,7 +423,8 @@ impl LeaseLock {
         };
         let confirmed = Instant::now();
         let path = self.dir.join("owner");
-        let written = fs::File::create_new(&path).and_then(|mut f| f.write_all(owner.render().as_bytes()));
+        let written =
+            fs::File::create_new(&path).and_then(|mut f| f.write_all(owner.render().as_bytes()));
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
             let _ = fs::remove_dir(&self.dir);
@@ -479,7 +488,11 @@ fn renew(dir: &Path, state: &Mutex<RenewState>) -> bool {
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     let started = Instant::now();
     let path = dir.join("owner");
-    match fs::read_to_string(&path).ok().as_deref().and_then(Owner::parse) {
+    match fs::read_to_string(&path)
+        .ok()
+        .as_deref()
+        .and_then(Owner::parse)
+    {
         Some(o) if o.token == state.owner.token => {}
         _ => {
             state.lost = true;
@@ -688,7 +701,10 @@ mod tests {
     fn owner_round_trips_and_partial_files_do_not_parse() {
         let text = owner("abc", 3, 500);
         let o = Owner::parse(&text).unwrap();
-        assert_eq!((o.token.as_str(), o.pid, o.renewals, o.lease_ms), ("abc", 7, 3, 500));
+        assert_eq!(
+            (o.token.as_str(), o.pid, o.renewals, o.lease_ms),
+            ("abc", 7, 3, 500)
+        );
         assert_eq!(Owner::parse(&text[..text.len() / 2]), None);
         assert_eq!(Owner::parse(""), None);
     }
@@ -700,10 +716,15 @@ mod tests {
         let a = owner("t", 0, 2_000);
         assert_eq!(w.observe(Some(&a), t0, LEASE), Verdict::Wait);
         // The holder's own lease (2 s), not the waiter's default (10 s), decides.
-        assert_eq!(w.observe(Some(&a), t0 + Duration::from_millis(1_999), LEASE), Verdict::Wait);
+        assert_eq!(
+            w.observe(Some(&a), t0 + Duration::from_millis(1_999), LEASE),
+            Verdict::Wait
+        );
         assert_eq!(
             w.observe(Some(&a), t0 + Duration::from_secs(2), LEASE),
-            Verdict::Expired { silent: Duration::from_secs(2) }
+            Verdict::Expired {
+                silent: Duration::from_secs(2)
+            }
         );
     }
 
@@ -715,7 +736,10 @@ mod tests {
         let renewed = owner("t", 1, 2_000);
         let t1 = t0 + Duration::from_millis(1_500);
         assert_eq!(w.observe(Some(&renewed), t1, LEASE), Verdict::Wait);
-        assert_eq!(w.observe(Some(&renewed), t0 + Duration::from_millis(3_000), LEASE), Verdict::Wait);
+        assert_eq!(
+            w.observe(Some(&renewed), t0 + Duration::from_millis(3_000), LEASE),
+            Verdict::Wait
+        );
         assert!(matches!(
             w.observe(Some(&renewed), t1 + Duration::from_secs(2), LEASE),
             Verdict::Expired { .. }
@@ -727,8 +751,14 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Watch::default();
         assert_eq!(w.observe(None, t0, LEASE), Verdict::Wait);
-        assert_eq!(w.observe(None, t0 + Duration::from_secs(9), LEASE), Verdict::Wait);
-        assert!(matches!(w.observe(None, t0 + LEASE, LEASE), Verdict::Expired { .. }));
+        assert_eq!(
+            w.observe(None, t0 + Duration::from_secs(9), LEASE),
+            Verdict::Wait
+        );
+        assert!(matches!(
+            w.observe(None, t0 + LEASE, LEASE),
+            Verdict::Expired { .. }
+        ));
         // The holder finally wrote its owner file: watched afresh.
         assert_eq!(
             w.observe(Some(&owner("t", 0, 10_000)), t0 + LEASE * 2, LEASE),
@@ -739,12 +769,21 @@ mod tests {
     #[test]
     fn a_holder_commits_only_with_its_token_and_a_recent_renewal() {
         assert_eq!(fence_decision(Duration::from_secs(1), LEASE, true), Ok(()));
-        assert_eq!(fence_decision(Duration::from_secs(1), LEASE, false), Err(Lost::Taken));
+        assert_eq!(
+            fence_decision(Duration::from_secs(1), LEASE, false),
+            Err(Lost::Taken)
+        );
         assert_eq!(
             fence_decision(Duration::from_secs(5), LEASE, true),
-            Err(Lost::NotRenewed { for_ms: 5_000, lease_ms: 10_000 })
+            Err(Lost::NotRenewed {
+                for_ms: 5_000,
+                lease_ms: 10_000
+            })
         );
-        assert_eq!(fence_decision(Duration::from_millis(4_999), LEASE, true), Ok(()));
+        assert_eq!(
+            fence_decision(Duration::from_millis(4_999), LEASE, true),
+            Ok(())
+        );
     }
 
     #[test]
@@ -753,7 +792,10 @@ mod tests {
             assert_eq!(m.as_str().parse::<LockMethod>(), Ok(m));
         }
         assert!("flock".parse::<LockMethod>().is_err());
-        assert_eq!(LockMethod::for_mode(super::super::Mode::Shared), LockMethod::LeaseDir);
+        assert_eq!(
+            LockMethod::for_mode(super::super::Mode::Shared),
+            LockMethod::LeaseDir
+        );
     }
 
     #[test]
@@ -800,7 +842,10 @@ mod tests {
         };
         let held = LeaseLock::beside(&store, config.clone()).acquire().unwrap();
         let waiter = LeaseLock::beside(&store, config.clone());
-        assert!(matches!(waiter.acquire(), Err(StorageError::LockTimeout { .. })));
+        assert!(matches!(
+            waiter.acquire(),
+            Err(StorageError::LockTimeout { .. })
+        ));
         let interrupted = LeaseLock::beside(
             &store,
             LockConfig {
@@ -809,7 +854,10 @@ mod tests {
                 ..config
             },
         );
-        assert!(matches!(interrupted.acquire(), Err(StorageError::Interrupted)));
+        assert!(matches!(
+            interrupted.acquire(),
+            Err(StorageError::Interrupted)
+        ));
         held.release();
     }
 }

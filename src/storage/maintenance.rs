@@ -718,9 +718,9 @@ pub fn switch_mode(
                 )
             })
             .and_then(|_| match &held {
-                Some(held) => held.fence().map_err(|e| {
-                    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-                }),
+                Some(held) => held
+                    .fence()
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e))),
                 None => Ok(()),
             });
         match updated.and_then(|_| conn.execute_batch("COMMIT")) {
@@ -770,6 +770,14 @@ pub fn switch_mode(
                     Err(e.into())
                 };
             }
+            // WAL needs SQLite's own locks and shared memory: a default-VFS connection, while
+            // the lease lock (if the store was shared) is still held.
+            drop(conn);
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(wait)?;
             let journal: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
             if !journal.eq_ignore_ascii_case("wal") {
                 return Err(StorageError::Corrupt(format!(

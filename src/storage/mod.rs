@@ -20,8 +20,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use blobs::BlobStore;
 pub use file::APPLICATION_ID;
-pub use migrations::{FORMAT_GENERATION, MIGRATIONS};
 pub use lock::{LockConfig, LockMethod};
+pub use migrations::{FORMAT_GENERATION, MIGRATIONS};
 pub use mode::{filesystem_kind, FilesystemKind, Mode};
 
 use lock::{Held, LeaseLock};
@@ -189,9 +189,15 @@ impl Database {
         E: From<StorageError>,
     {
         let held = self.take_lease()?;
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(StorageError::from)?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StorageError::from)?;
         let result = f(&self.conn);
-        if let Some(pause) = self.lease.as_ref().and_then(|l| l.config().pause_before_commit) {
+        if let Some(pause) = self
+            .lease
+            .as_ref()
+            .and_then(|l| l.config().pause_before_commit)
+        {
             std::thread::sleep(pause);
         }
         if let Err(lost) = held.fence() {
@@ -222,17 +228,34 @@ impl Database {
     fn take_lease(&mut self) -> Result<Held, StorageError> {
         let lease = self.lease.as_ref().expect("shared mode has a lease lock");
         let held = lease.acquire()?;
-        self.reopen()?;
+        // A store switched to local mode is in WAL, which a lock-less connection cannot open.
+        self.reopen().map_err(|e| {
+            if file::is_wal(&self.path) {
+                StorageError::ModeSwitched {
+                    path: self.path.clone(),
+                }
+            } else {
+                e
+            }
+        })?;
         // `memotag set-mode` may have switched the store (under this same lock) since it was
         // opened: never go on with the old method.
         // (A store older than format 3 records no method: its mode's.)
-        let method = meta_value(&self.conn, "lock_method")?;
+        let switched = || StorageError::ModeSwitched {
+            path: self.path.clone(),
+        };
+        // A store switched to local mode is in WAL, which this lock-less connection cannot open.
+        let method = meta_value(&self.conn, "lock_method").map_err(|e| {
+            if file::is_wal(&self.path) {
+                switched()
+            } else {
+                e
+            }
+        })?;
         let mode = meta_value(&self.conn, "mode")?;
         let method_ok = method.is_none_or(|m| m == LockMethod::LeaseDir.as_str());
         if !method_ok || mode.as_deref() != Some(Mode::Shared.as_str()) {
-            return Err(StorageError::ModeSwitched {
-                path: self.path.clone(),
-            });
+            return Err(switched());
         }
         if let Some(broken) = held.broke() {
             self.note_broken_lock(broken);
@@ -319,7 +342,9 @@ impl Database {
     {
         if self.lease.is_some() {
             let held = self.take_lease()?;
-            self.conn.execute_batch("BEGIN DEFERRED").map_err(StorageError::from)?;
+            self.conn
+                .execute_batch("BEGIN DEFERRED")
+                .map_err(StorageError::from)?;
             let result = f(&self.conn);
             let _ = self.conn.execute_batch("COMMIT");
             // What was read while the lock was lost may be torn: do not hand it out.
@@ -358,7 +383,9 @@ impl Database {
     pub fn client_id(&mut self, name: &str) -> Result<i64, StorageError> {
         let found = self.snapshot(|conn| -> Result<Option<i64>, StorageError> {
             Ok(conn
-                .query_row("SELECT id FROM clients WHERE name = ?1", [name], |r| r.get(0))
+                .query_row("SELECT id FROM clients WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
                 .optional()?)
         })?;
         if let Some(id) = found {

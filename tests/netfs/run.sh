@@ -80,12 +80,13 @@ echo "netfs rig: $EXPORT mounted at $MNT_A and $MNT_B (sshd on 127.0.0.1:$PORT)"
 
 export MEMOTAG_NETFS_A="$MNT_A" MEMOTAG_NETFS_B="$MNT_B" MEMOTAG_NETFS_LOCAL="$WORK"
 cd "$ROOT"
+CARGO="${CARGO:-cargo}"
 if [ "${NETFS_BASELINE:-0}" = 1 ]; then
-    cargo test --release --test netfs_scenarios -- --include-ignored --test-threads=1 --nocapture \
+    "$CARGO" test --release --test netfs_scenarios -- --include-ignored --test-threads=1 --nocapture \
         scenario1 || true
     exit 0
 fi
-cargo test --release --test netfs_scenarios -- --include-ignored --test-threads=1 --nocapture \
+"$CARGO" test --release --test netfs_scenarios -- --include-ignored --test-threads=1 --nocapture \
     ${NETFS_SCENARIOS:-}
 
 PY="${NETFS_PYTHON:-$ROOT/.venv/bin/python}"
