@@ -279,7 +279,7 @@ fn scenario2_read_modify_write_across_mounts_loses_no_update() {
     for (name, me) in &acked {
         let input = g.input_named(name).unwrap_or_else(|| panic!("{name} lost"));
         assert_eq!(
-            input.default.map(|d| d),
+            input.default,
             Some(int(*me).id()),
             "{name} has another author's default"
         );
