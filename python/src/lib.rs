@@ -70,7 +70,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
             raise(py, "NotAStore", e.to_string())
         }
         OpenError::NotFound { .. } => raise(py, "NotAStore", e.to_string()),
-        OpenError::NewerFormat { .. } => raise(py, "VersionError", e.to_string()),
+        OpenError::NewerFormat { .. } | OpenError::Version(_) => {
+            raise(py, "VersionError", e.to_string())
+        }
         OpenError::ModeMismatch { .. } | OpenError::LockMethodMismatch { .. } => {
             raise(py, "MemotagError", e.to_string())
         }
