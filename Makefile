@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: demo test test-rust test-python venv develop bench clean lint
+.PHONY: demo test test-rust test-python test-netfs venv develop bench clean lint
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,16 @@ demo: develop
 develop: $(VPY)
 	cd python && ../$(VENV)/bin/maturin develop --release --quiet
 
-test: test-rust test-python
+test: test-rust test-python test-netfs
 
 test-python: develop
 	$(VPY) -m pytest python/tests -q
+
+# Shared mode over a real network filesystem: one directory mounted twice over sshfs (installs
+# openssh-server and sshfs with apt). Prints one SKIPPED line where it cannot run (not root, no
+# /dev/fuse, no apt).
+test-netfs: develop
+	CARGO="$(CARGO)" NETFS_PYTHON="$(abspath $(VPY))" bash tests/netfs/run.sh
 
 test-rust:
 	$(CARGO) build --release --all-targets

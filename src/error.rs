@@ -23,6 +23,18 @@ pub enum StorageError {
     Busy { waited_ms: u64 },
     #[error("the store is corrupt: {0}")]
     Corrupt(String),
+    #[error("the shared-mode lock {path} stayed held by {holder} for {waited_ms} ms; try again")]
+    LockTimeout {
+        path: PathBuf,
+        waited_ms: u64,
+        holder: String,
+    },
+    #[error("lost the shared-mode lock {path} before committing ({reason}); nothing of this transaction was written: try again")]
+    LockLost { path: PathBuf, reason: String },
+    #[error("interrupted while waiting for the store's lock")]
+    Interrupted,
+    #[error("{path} was switched to another mode or lock method (`memotag set-mode`) since this client opened it; open it again")]
+    ModeSwitched { path: PathBuf },
     #[error("this store is open read-only{reason}", reason = reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
     ReadOnly { reason: Option<String> },
     #[error("value {id} is stored as a file but the file {path} is missing")]
@@ -77,6 +89,12 @@ pub enum OpenError {
         path: PathBuf,
         store: crate::storage::Mode,
         requested: crate::storage::Mode,
+    },
+    #[error("{path} uses the lock method `{store}`, but this client was asked to use `{requested}`; every client of a store must use the same one (switch it explicitly with `memotag set-mode`)")]
+    LockMethodMismatch {
+        path: PathBuf,
+        store: String,
+        requested: crate::storage::LockMethod,
     },
     #[error(transparent)]
     Version(#[from] crate::protocol::VersionError),

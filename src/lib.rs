@@ -56,6 +56,7 @@ pub use schema::{
     Interface, LoggedChange, NameSpan, Notice, Parameter, Resolution, SchemaChange,
 };
 pub use storage::catalog::LogEntry;
+pub use storage::lock::{Interrupt, LockMethod, DEFAULT_LEASE};
 pub use storage::{Mode, FORMAT_GENERATION};
 pub use store::{OpenOptions, SessionInfo, Store, DEFAULT_BATCH_SIZE, DEFAULT_BLOB_THRESHOLD};
 pub use value::{Codec, EncodedValue, Value, ValueId};

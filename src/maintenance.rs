@@ -20,7 +20,7 @@ use crate::storage::{filesystem_kind, FilesystemKind, Mode, FORMAT_GENERATION};
 use crate::store::Store;
 use crate::value::{Codec, ValueId};
 
-pub use crate::storage::maintenance::{Counts, MigrateOutcome, ValueSummary};
+pub use crate::storage::maintenance::{Counts, LockBreak, MigrateOutcome, ValueSummary};
 
 /// A maintenance command could not run, or refused to (and changed nothing).
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ const MAX_FINDINGS_PER_KIND: usize = 50;
 /// records. A source text a record mentions but the store lacks is not a finding: sources are
 /// advisory. An empty list means healthy.
 pub fn check(path: &Path, progress: &mut dyn Progress) -> Result<Vec<Finding>, MaintenanceError> {
-    let db = sql::open_existing(path, true)?;
+    let mut db = sql::open_existing(path, true)?;
     let mut findings = Vec::new();
     let integrity = db.integrity_check()?;
     if integrity != ["ok"] {
@@ -908,10 +908,11 @@ pub enum SetModeOutcome {
     AlreadyInMode(Mode),
 }
 
-/// Switches the store's sharing mode (`meta.mode` and the journal mode) while nobody else holds
-/// it. Refused, with nothing changed, when other clients have it open (as far as locks can tell:
-/// idle shared-mode clients hold no lock, so stop them first), and when switching to local mode
-/// on a network filesystem unless `force`.
+/// Switches the store's sharing mode (`meta.mode`, `meta.lock_method` and the journal mode)
+/// while nobody else holds it. Refused, with nothing changed, when other clients have it open (as
+/// far as locks can tell: a shared store is switched under its lease lock, and idle shared-mode
+/// clients notice the switch at their next transaction), and when switching to local mode on a
+/// network filesystem unless `force`.
 pub fn set_mode(
     path: &Path,
     target: Mode,
@@ -985,6 +986,12 @@ pub struct StoreInfo {
     pub journal: &'static str,
     pub filesystem: FilesystemKind,
     pub lock: LockState,
+    /// How the store's clients exclude each other.
+    pub lock_method: crate::storage::LockMethod,
+    /// Shared mode: who holds the lease lock right now (`host pid N`), if anyone.
+    pub lease_holder: Option<String>,
+    /// Shared mode: the last lock a client broke because its holder stopped renewing it.
+    pub last_lock_break: Option<LockBreak>,
     pub counts: Counts,
     pub sizes: Sizes,
     pub store_id: Option<String>,
@@ -1047,9 +1054,19 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
     } else {
         LockState::Free
     };
-    let db = sql::open_for_inspection(path, true)?;
-    let (counts, meta) =
-        db.read(|conn| Ok::<_, StorageError>((sql::counts(conn)?, sql::meta(conn)?)))?;
+    // Before opening: this client's own reads take the lease lock.
+    let lease_holder = crate::storage::lock::LeaseLock::holder(path).map(|owner| match owner {
+        Ok(o) => o.describe(),
+        Err(_) => "a client whose owner file is unreadable".to_string(),
+    });
+    let mut db = sql::open_for_inspection(path, true)?;
+    let (counts, meta, last_lock_break) = db.read(|conn| {
+        Ok::<_, StorageError>((
+            sql::counts(conn)?,
+            sql::meta(conn)?,
+            sql::last_lock_break(conn)?,
+        ))
+    })?;
     let meta: HashMap<String, String> = meta.into_iter().collect();
     let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let mut wal = path.as_os_str().to_os_string();
@@ -1067,6 +1084,9 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
         journal,
         filesystem: filesystem_kind(&store_dir(path)),
         lock,
+        lock_method: db.lock_method(),
+        lease_holder,
+        last_lock_break,
         counts,
         sizes: Sizes {
             database: file_len(path),
@@ -1089,8 +1109,8 @@ impl Store {
         id: &ValueId,
         inline_limit: u64,
     ) -> Result<Option<ValueSummary>, CallError> {
-        let s = self.session.lock();
-        Ok(sql::value_summary(&s.db.conn, id, inline_limit)?)
+        let mut s = self.session.lock();
+        Ok(s.db.snapshot(|conn| sql::value_summary(conn, id, inline_limit))?)
     }
 }
 

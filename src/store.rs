@@ -30,6 +30,7 @@ use crate::schema::{
     Plan, Resolution, SchemaChange,
 };
 use crate::storage::catalog::LogEntry;
+use crate::storage::lock::{Interrupt, LockConfig, LockMethod, DEFAULT_LEASE};
 use crate::storage::memo::{self, BlobSink};
 use crate::storage::{Database, Mode, OpenRequest};
 use crate::value::{EncodedValue, ValueId};
@@ -50,6 +51,9 @@ pub struct OpenOptions {
     batch_size: usize,
     client_name: Option<String>,
     client_menu: Option<Menu>,
+    lock_method: Option<LockMethod>,
+    /// Lease, interrupt and fault injection; the wait is `busy_timeout`.
+    lock: LockConfig,
 }
 
 impl Default for OpenOptions {
@@ -63,6 +67,13 @@ impl Default for OpenOptions {
             batch_size: DEFAULT_BATCH_SIZE,
             client_name: None,
             client_menu: None,
+            lock_method: None,
+            lock: LockConfig {
+                lease: DEFAULT_LEASE,
+                wait: Duration::from_secs(60),
+                interrupt: None,
+                pause_before_commit: None,
+            },
         }
     }
 }
@@ -98,9 +109,43 @@ impl OpenOptions {
         self
     }
 
-    /// How long a write waits for other writers before failing with `StorageError::Busy`.
+    /// How long a read or write waits for other clients before failing with
+    /// `StorageError::Busy` (local mode) or `StorageError::LockTimeout` (shared mode).
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self
+    }
+
+    /// Shared mode: how long this client's hold on the store's lock lasts without renewal
+    /// (default 10 s). While it holds the lock a thread renews it four times per lease; a client
+    /// that finds a lock unchanged for its holder's whole lease breaks it (the holder died or was
+    /// paused). Shorter leases recover faster from a dead holder; longer ones tolerate longer
+    /// pauses (a stalled filesystem, a suspended laptop) without losing the transaction.
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.lock.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Called while waiting for the store's lock (shared mode, every few milliseconds):
+    /// returning `true` gives the wait up with `StorageError::Interrupted`. For example a flag
+    /// set by a Ctrl-C handler, or `PyErr_CheckSignals` in a binding.
+    pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.lock.interrupt = Some(interrupt);
+        self
+    }
+
+    /// The lock method this client uses; opening a store that records another one fails with
+    /// `OpenError::LockMethodMismatch`. Unset: the store's own (new stores: the mode's).
+    pub fn lock_method(mut self, method: LockMethod) -> Self {
+        self.lock_method = Some(method);
+        self
+    }
+
+    /// Fault injection for tests of the shared-mode lock: sleep this long while holding the
+    /// lock, just before checking that it is still ours and committing.
+    #[doc(hidden)]
+    pub fn pause_before_commit(mut self, pause: Duration) -> Self {
+        self.lock.pause_before_commit = Some(pause);
         self
     }
 
@@ -135,6 +180,11 @@ impl OpenOptions {
             blob_threshold: self.blob_threshold,
             busy_timeout: self.busy_timeout,
             menu: LOCAL_MENU.clone(),
+            lock_method: self.lock_method,
+            lock: LockConfig {
+                wait: self.busy_timeout,
+                ..self.lock.clone()
+            },
         };
         let mut db = Database::open(&req)?;
         let handshake = db.handshake()?;
@@ -250,6 +300,12 @@ impl Store {
 
     pub fn mode(&self) -> Mode {
         self.session.lock().db.mode()
+    }
+
+    /// How this store's clients exclude each other (`posix` in local mode, `lease-dir` in
+    /// shared mode unless the store says otherwise).
+    pub fn lock_method(&self) -> LockMethod {
+        self.session.lock().db.lock_method()
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -475,28 +531,31 @@ impl Store {
     /// Which of these source hashes the store already holds, so that a client sends only the
     /// others. Advisory: the store stores whatever it is sent, once.
     pub fn preflight(&self, hashes: &[String]) -> Result<Vec<String>, CallError> {
-        let s = self.session.lock();
-        let db = &s.db;
-        CODE_PREFLIGHT.call(&s.selection, &hashes.to_vec(), |hashes| {
+        let mut s = self.session.lock();
+        let selection = s.selection.clone();
+        let db = &mut s.db;
+        CODE_PREFLIGHT.call(&selection, &hashes.to_vec(), |hashes| {
             Ok(db.read(|conn| crate::storage::code::held_sources(conn, hashes))?)
         })
     }
 
     /// The code record with this store id (`Hit::code`, `ResultRow::code`).
     pub fn code_record(&self, id: i64) -> Result<Option<CodeRecord>, CallError> {
-        let s = self.session.lock();
-        let db = &s.db;
-        CODE_RECORD.call(&s.selection, &id, |id| {
-            Ok(crate::storage::code::code_record(&db.conn, *id)?)
+        let mut s = self.session.lock();
+        let selection = s.selection.clone();
+        let db = &mut s.db;
+        CODE_RECORD.call(&selection, &id, |id| {
+            Ok(db.snapshot(|conn| crate::storage::code::code_record(conn, *id))?)
         })
     }
 
     /// A stored source text by hash. memotag never executes it.
     pub fn source(&self, hash: &str) -> Result<Option<String>, CallError> {
-        let s = self.session.lock();
-        let db = &s.db;
-        CODE_SOURCE.call(&s.selection, &hash.to_string(), |hash| {
-            Ok(crate::storage::code::source(&db.conn, hash)?)
+        let mut s = self.session.lock();
+        let selection = s.selection.clone();
+        let db = &mut s.db;
+        CODE_SOURCE.call(&selection, &hash.to_string(), |hash| {
+            Ok(db.snapshot(|conn| crate::storage::code::source(conn, hash))?)
         })
     }
 
@@ -504,8 +563,9 @@ impl Store {
     pub fn packages(&self) -> Result<Vec<PackageRow>, CallError> {
         let mut s = self.session.lock();
         let functions: Vec<FunctionTag> = s.all_functions()?.into_iter().map(|(t, _)| t).collect();
-        let db = &s.db;
-        CODE_PACKAGES.call(&s.selection, &functions, |functions| {
+        let selection = s.selection.clone();
+        let db = &mut s.db;
+        CODE_PACKAGES.call(&selection, &functions, |functions| {
             Ok(db.read(|conn| -> Result<Vec<PackageRow>, StorageError> {
                 let mut out = Vec::new();
                 for (library, version, declared, codes) in crate::storage::code::libraries(conn)? {
@@ -539,8 +599,9 @@ impl Store {
             version: version.map(str::to_string),
             functions: s.all_functions()?,
         };
-        let db = &s.db;
-        CODE_RESULTS_WITH.call(&s.selection, &request, |request| {
+        let selection = s.selection.clone();
+        let db = &mut s.db;
+        CODE_RESULTS_WITH.call(&selection, &request, |request| {
             Ok(db.read(|conn| -> Result<Vec<ResultRow>, StorageError> {
                 let codes: Vec<i64> = crate::storage::code::libraries(conn)?
                     .into_iter()
@@ -623,10 +684,12 @@ impl Store {
 
     /// A stored value by id.
     pub fn value(&self, id: &ValueId) -> Result<Option<EncodedValue>, CallError> {
-        let s = self.session.lock();
+        let mut s = self.session.lock();
         let selection = s.selection.clone();
+        let db = &mut s.db;
         VALUE_GET.call(&selection, id, |id| {
-            s.db.snapshot(|conn| Ok(memo::get_value(conn, &s.db.blobs, id)?))
+            let blobs = db.blobs.clone();
+            Ok(db.snapshot(|conn| memo::get_value(conn, &blobs, id))?)
         })
     }
 
@@ -768,8 +831,8 @@ fn unexpected(answer: Answer) -> CallError {
 
 impl Session {
     /// Log entries after `since`, through the `schema.log` procedure.
-    fn read_log(&self, since: u64) -> Result<Vec<LogEntry>, SchemaError> {
-        let db = &self.db;
+    fn read_log(&mut self, since: u64) -> Result<Vec<LogEntry>, SchemaError> {
+        let db = &mut self.db;
         SCHEMA_LOG.call(&self.selection, &since, |since| {
             Ok(db.read(|conn| crate::storage::catalog::read_log(conn, *since))?)
         })
@@ -1008,7 +1071,8 @@ impl Session {
             call: call.clone(),
             reader,
         };
-        let db = &self.db;
+        let db = &mut self.db;
+        let blobs = db.blobs.clone();
         let codes = &mut self.codes;
         CALL_LOOKUP.call(&self.selection, &request, |request| {
             db.snapshot(|conn| {
@@ -1041,7 +1105,7 @@ impl Session {
                     }
                     let mut outputs = Vec::with_capacity(output_ids.len());
                     for id in &output_ids {
-                        let value = memo::get_value(conn, &db.blobs, id)?
+                        let value = memo::get_value(conn, &blobs, id)?
                             .ok_or(CallError::MissingValue(*id))?;
                         outputs.push(value);
                     }
@@ -1061,8 +1125,8 @@ impl Session {
         })
     }
 
-    fn query(&self, query: &Query) -> Result<Answer, CallError> {
-        let db = &self.db;
+    fn query(&mut self, query: &Query) -> Result<Answer, CallError> {
+        let db = &mut self.db;
         CALL_QUERY.call(&self.selection, query, |query| {
             Ok(db.read(|conn| -> Result<Answer, StorageError> {
                 Ok(match query {

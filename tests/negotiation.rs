@@ -347,7 +347,8 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
     );
     assert_eq!(file_bytes(&path), before);
 
-    // Migrating a format-1 store adds the procedures table and generation 2 of everything.
+    // Migrating a format-1 store adds the procedures table and generation 2 of everything, and
+    // (format 3) the lock method.
     let old = fixture_copy(dir.path());
     let report = Store::migrate(&old).unwrap();
     assert_eq!(
@@ -355,7 +356,11 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
         MigrateOutcome::Migrated {
             from: 1,
             to: memotag::FORMAT_GENERATION,
-            applied: vec!["0002_procedures".into(), "0004_code_records".into()]
+            applied: vec![
+                "0002_procedures".into(),
+                "0003_lock_method".into(),
+                "0004_code_records".into()
+            ]
         }
     );
     let store = Store::open(&old).unwrap();

@@ -61,6 +61,7 @@ fn warn(py: Python<'_>, class: &str, message: &str) -> PyResult<()> {
 fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
     match e {
         StorageError::ReadOnly { .. } => raise(py, "ReadOnlyStore", e.to_string()),
+        StorageError::LockTimeout { .. } => raise(py, "StoreLocked", e.to_string()),
         _ if e.is_busy() => raise(py, "StoreLocked", e.to_string()),
         _ => raise(py, "MemotagError", e.to_string()),
     }
@@ -75,7 +76,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
         OpenError::NewerFormat { .. } | OpenError::Version(_) => {
             raise(py, "VersionError", e.to_string())
         }
-        OpenError::ModeMismatch { .. } => raise(py, "MemotagError", e.to_string()),
+        OpenError::ModeMismatch { .. } | OpenError::LockMethodMismatch { .. } => {
+            raise(py, "MemotagError", e.to_string())
+        }
         OpenError::Storage(s) => storage_error(py, s),
     }
 }

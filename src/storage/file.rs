@@ -92,3 +92,13 @@ pub fn inspect(path: &Path) -> Result<FileState, OpenError> {
         generation: be32(60),
     })
 }
+
+/// Whether the file's header says WAL (file format write version 2, byte 18). Unreadable or
+/// short files count as not WAL.
+pub fn is_wal(path: &Path) -> bool {
+    let mut header = Vec::with_capacity(19);
+    File::open(path)
+        .and_then(|f| f.take(19).read_to_end(&mut header))
+        .is_ok()
+        && header.get(18) == Some(&2)
+}

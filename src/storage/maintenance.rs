@@ -12,6 +12,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::file::{self, FileState};
+use super::lock::{Held, LeaseLock, LockConfig, LockMethod, DEFAULT_LEASE};
 use super::migrations::{self, FORMAT_GENERATION, MIGRATIONS};
 use super::{BlobStore, Database, Mode, OpenRequest};
 use crate::calls::unpack_ids;
@@ -47,6 +48,13 @@ pub fn open_for_inspection(path: &Path, read_only: bool) -> Result<Database, Ope
         blob_threshold: crate::DEFAULT_BLOB_THRESHOLD,
         busy_timeout: Duration::from_secs(60),
         menu: crate::protocol::procedures::LOCAL_MENU.clone(),
+        lock_method: None,
+        lock: super::LockConfig {
+            lease: super::lock::DEFAULT_LEASE,
+            wait: Duration::from_secs(60),
+            interrupt: None,
+            pause_before_commit: None,
+        },
     })
 }
 
@@ -617,6 +625,53 @@ pub fn applied_migrations(conn: &Connection) -> Result<Vec<(u32, String, i64)>, 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A lease lock a client broke, as `lock_breaks` records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockBreak {
+    pub broken_at_ms: i64,
+    /// `host pid N`, or `None` when the holder's owner file was unreadable.
+    pub holder: Option<String>,
+    pub silent_ms: i64,
+    pub broken_by: String,
+}
+
+impl std::fmt::Display for LockBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "held by {}, broken by {} after {} ms without renewal (at unix ms {})",
+            self.holder.as_deref().unwrap_or("an unknown client"),
+            self.broken_by,
+            self.silent_ms,
+            self.broken_at_ms
+        )
+    }
+}
+
+/// The most recent broken lock (stores of format 3 and later; `None` otherwise).
+pub fn last_lock_break(conn: &Connection) -> Result<Option<LockBreak>, StorageError> {
+    if !table_exists(conn, "lock_breaks")? {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT broken_at, holder_host, holder_pid, silent_ms, broken_by FROM lock_breaks
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                let host: Option<String> = r.get(1)?;
+                let pid: Option<i64> = r.get(2)?;
+                Ok(LockBreak {
+                    broken_at_ms: r.get(0)?,
+                    holder: host.map(|h| format!("{h} pid {}", pid.unwrap_or(0))),
+                    silent_ms: r.get(3)?,
+                    broken_by: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
 // ---- migrations ------------------------------------------------------------------------------
 
 /// What `migrate` did.
@@ -650,11 +705,7 @@ pub fn migrate(
     if generation == FORMAT_GENERATION {
         return Ok(MigrateOutcome::AlreadyCurrent { generation });
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(busy_timeout)?;
+    let (conn, held) = exclusive_connection(path, busy_timeout)?;
     conn.execute_batch("BEGIN EXCLUSIVE")?;
     let applied = (|| -> Result<MigrateOutcome, OpenError> {
         // Another process may have migrated between the header read and the lock.
@@ -682,6 +733,9 @@ pub fn migrate(
     })();
     match applied {
         Ok(outcome) => {
+            if let Some(held) = &held {
+                held.fence()?;
+            }
             conn.execute_batch("COMMIT")?;
             Ok(outcome)
         }
@@ -690,6 +744,36 @@ pub fn migrate(
             Err(e)
         }
     }
+}
+
+/// A read-write connection for maintenance that changes the file. A store in rollback-journal
+/// mode may be shared: its lease lock is taken first (waiting up to `wait`) and SQLite's own
+/// locks are left off, as every shared-mode client does. The lock is held until the returned
+/// guard is dropped.
+fn exclusive_connection(
+    path: &Path,
+    wait: Duration,
+) -> Result<(Connection, Option<Held>), OpenError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if file::is_wal(path) {
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(wait)?;
+        return Ok((conn, None));
+    }
+    let held = LeaseLock::beside(
+        path,
+        LockConfig {
+            lease: DEFAULT_LEASE,
+            wait,
+            interrupt: None,
+            pause_before_commit: None,
+        },
+    )
+    .acquire()?;
+    let conn = Connection::open_with_flags_and_vfs(path, flags, super::NO_LOCK_VFS)?;
+    conn.busy_timeout(wait)?;
+    Mode::Shared.configure_connection(&conn)?;
+    Ok((conn, Some(held)))
 }
 
 // ---- modes -----------------------------------------------------------------------------------
@@ -714,11 +798,15 @@ pub fn switch_mode(
     wait: Duration,
     others: Option<String>,
 ) -> Result<ModeSwitch, OpenError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(wait)?;
+    let (conn, held) = match exclusive_connection(path, wait) {
+        Ok(opened) => opened,
+        Err(OpenError::Storage(StorageError::LockTimeout { holder, .. })) => {
+            return Ok(ModeSwitch::Refused(format!(
+                "{holder} holds the shared-mode lock"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let busy = |what: &str| {
         ModeSwitch::Refused(format!(
             "another client holds the store ({what} timed out after {} ms)",
@@ -751,12 +839,28 @@ pub fn switch_mode(
     if let Some(others) = others {
         return Ok(ModeSwitch::Refused(others));
     }
+    // Mode and lock method change together: every client reads both before it reads anything
+    // else, so none keeps using the old method on the new mode.
     let record_mode = |conn: &Connection| -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN EXCLUSIVE")?;
-        let updated = conn.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'mode'",
-            [target.as_str()],
-        );
+        let updated = conn
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'mode'",
+                [target.as_str()],
+            )
+            .and_then(|_| {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('lock_method', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [LockMethod::for_mode(target).as_str()],
+                )
+            })
+            .and_then(|_| match &held {
+                Some(held) => held
+                    .fence()
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e))),
+                None => Ok(()),
+            });
         match updated.and_then(|_| conn.execute_batch("COMMIT")) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -804,6 +908,14 @@ pub fn switch_mode(
                     Err(e.into())
                 };
             }
+            // WAL needs SQLite's own locks and shared memory: a default-VFS connection, while
+            // the lease lock (if the store was shared) is still held.
+            drop(conn);
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(wait)?;
             let journal: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
             if !journal.eq_ignore_ascii_case("wal") {
                 return Err(StorageError::Corrupt(format!(

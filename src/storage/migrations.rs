@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0002_procedures.sql"),
     },
     Migration {
+        generation: 3,
+        name: "0003_lock_method",
+        sql: include_str!("../../schema/0003_lock_method.sql"),
+    },
+    Migration {
         generation: 4,
         name: "0004_code_records",
         sql: include_str!("../../schema/0004_code_records.sql"),

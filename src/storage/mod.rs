@@ -8,6 +8,7 @@ mod blobs;
 pub mod catalog;
 pub mod code;
 mod file;
+pub mod lock;
 pub mod maintenance;
 pub mod memo;
 mod migrations;
@@ -20,13 +21,21 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use blobs::BlobStore;
 pub use file::APPLICATION_ID;
+pub use lock::{LockConfig, LockMethod};
 pub use migrations::{FORMAT_GENERATION, MIGRATIONS};
 pub use mode::{filesystem_kind, FilesystemKind, Mode};
+
+use lock::{Held, LeaseLock};
 
 use crate::error::{OpenError, StorageError};
 
 /// How long one attempt waits on SQLite's own busy handler before we back off and retry.
 const BUSY_SLICE: Duration = Duration::from_millis(200);
+
+/// SQLite's unix VFS without any file locking: in shared mode the lease lock (see `lock`) is
+/// the only lock, for every client on every host, so POSIX locks would only add locks that do
+/// not work across hosts and that a fenced connection could leave behind.
+const NO_LOCK_VFS: &str = "unix-none";
 
 /// What the caller wants when opening a path.
 #[derive(Clone, Debug)]
@@ -43,6 +52,10 @@ pub struct OpenRequest {
     pub busy_timeout: Duration,
     /// The procedures a new store supports (recorded at creation).
     pub menu: crate::protocol::Menu,
+    /// `None`: the store's own lock method. Otherwise an existing store must use this one.
+    pub lock_method: Option<LockMethod>,
+    /// Lease, wait and interrupt of the shared-mode lock.
+    pub lock: LockConfig,
 }
 
 /// What the file says about itself before a session starts: the handshake number, the library
@@ -59,9 +72,13 @@ pub struct FileHandshake {
 
 /// An open connection to a store file, in the store's mode.
 pub struct Database {
+    /// In shared mode, replaced by a fresh connection every time the lock is taken.
     pub(crate) conn: Connection,
     path: PathBuf,
     mode: Mode,
+    lock_method: LockMethod,
+    /// The lease lock every transaction takes (lock method `lease-dir`).
+    lease: Option<LeaseLock>,
     read_only: bool,
     read_only_reason: Option<String>,
     generation: u32,
@@ -109,10 +126,14 @@ impl Database {
         self.read_only
     }
 
-    /// Applies the store's mode to the connection (journal mode, synchronous, caches), once the
-    /// session has accepted the store. Read-only handles change nothing.
+    pub fn lock_method(&self) -> LockMethod {
+        self.lock_method
+    }
+
+    /// Applies the store's mode to the file and connection (journal mode, synchronous, caches),
+    /// once the session has accepted the store. Read-only handles change nothing.
     pub fn start(&mut self) -> Result<(), StorageError> {
-        if !self.read_only {
+        if !self.read_only && self.lease.is_none() {
             self.mode.configure(&self.conn, self.full_durability)?;
         }
         Ok(())
@@ -130,7 +151,6 @@ impl Database {
     }
 
     /// Opens the store read-only from here on, e.g. because its write level is newer than ours.
-    #[allow(dead_code)] // for the compatibility levels of the procedure layer
     pub(crate) fn restrict_to_reads(&mut self, reason: String) {
         self.read_only = true;
         self.read_only_reason = Some(reason);
@@ -145,6 +165,9 @@ impl Database {
     {
         if self.read_only {
             return Err(self.read_only_error().into());
+        }
+        if self.lease.is_some() {
+            return self.write_leased(f);
         }
         let started = Instant::now();
         retry_busy(started, self.busy_timeout, || {
@@ -169,11 +192,198 @@ impl Database {
         }
     }
 
-    /// Runs `f` in a read transaction, so that everything it reads is one snapshot.
-    pub fn read<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E>
+    /// `write` in shared mode: take the lease lock, reopen (fresh pages, hot journal of a dead
+    /// holder rolled back), run `f`, and commit only if the lock is still ours just before COMMIT.
+    fn write_leased<T, E>(&mut self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E>
     where
         E: From<StorageError>,
     {
+        let held = self.take_lease()?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StorageError::from)?;
+        let result = f(&self.conn);
+        if let Some(pause) = self
+            .lease
+            .as_ref()
+            .and_then(|l| l.config().pause_before_commit)
+        {
+            std::thread::sleep(pause);
+        }
+        if let Err(lost) = held.fence() {
+            // Neither COMMIT nor ROLLBACK: with the lock gone, even a rollback would write (it
+            // deletes the journal by name, which may now be the new holder's). The transaction
+            // lives only in this connection's cache (cache_spill is off); drop it unclosed.
+            self.abandon_connection();
+            return Err(lost.into());
+        }
+        let outcome = match result {
+            Ok(value) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(StorageError::from(e).into())
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        };
+        held.release();
+        outcome
+    }
+
+    /// Takes the lease lock and reopens the connection under it.
+    fn take_lease(&mut self) -> Result<Held, StorageError> {
+        let lease = self.lease.as_ref().expect("shared mode has a lease lock");
+        let held = lease.acquire()?;
+        // A store switched to local mode is in WAL, which a lock-less connection cannot open.
+        self.reopen().map_err(|e| {
+            if file::is_wal(&self.path) {
+                StorageError::ModeSwitched {
+                    path: self.path.clone(),
+                }
+            } else {
+                e
+            }
+        })?;
+        // `memotag set-mode` may have switched the store (under this same lock) since it was
+        // opened: never go on with the old method.
+        // (A store older than format 3 records no method: its mode's.)
+        let switched = || StorageError::ModeSwitched {
+            path: self.path.clone(),
+        };
+        // A store switched to local mode is in WAL, which this lock-less connection cannot open.
+        let method = meta_value(&self.conn, "lock_method").map_err(|e| {
+            if file::is_wal(&self.path) {
+                switched()
+            } else {
+                e
+            }
+        })?;
+        let mode = meta_value(&self.conn, "mode")?;
+        let method_ok = method.is_none_or(|m| m == LockMethod::LeaseDir.as_str());
+        if !method_ok || mode.as_deref() != Some(Mode::Shared.as_str()) {
+            return Err(switched());
+        }
+        if let Some(broken) = held.broke() {
+            self.note_broken_lock(broken);
+        }
+        Ok(held)
+    }
+
+    /// A new connection to the file, opened after the lock was taken. Reopening is what makes
+    /// the pages fresh on NFS (close-to-open consistency) and on sshfs without `kernel_cache`;
+    /// it is also when SQLite rolls back a hot journal a dead holder left.
+    fn reopen(&mut self) -> Result<(), StorageError> {
+        let conn = connect(&self.path, self.read_only, Some(NO_LOCK_VFS))?;
+        conn.busy_timeout(BUSY_SLICE)?;
+        Mode::Shared.configure_connection(&conn)?;
+        self.conn = conn;
+        Ok(())
+    }
+
+    /// Replaces the connection without closing the old one: closing would roll back, and a
+    /// rollback writes. The leak (a few file descriptors and the cache) happens only when a
+    /// paused holder lost its lock.
+    fn abandon_connection(&mut self) {
+        match Connection::open_in_memory() {
+            Ok(placeholder) => std::mem::forget(std::mem::replace(&mut self.conn, placeholder)),
+            Err(_) => {
+                // Cannot happen in practice; never close the abandoned connection regardless.
+                let abandoned = std::mem::replace(
+                    &mut self.conn,
+                    Connection::open_in_memory().expect("an in-memory database"),
+                );
+                std::mem::forget(abandoned);
+            }
+        }
+    }
+
+    /// Records a lock this client broke: a row in `lock_breaks` (format 3 and later, writable
+    /// sessions; `memotag info` shows the last one). The log line was written when it broke.
+    fn note_broken_lock(&self, broken: &lock::BrokenLock) {
+        if self.read_only {
+            return;
+        }
+        let holder = broken.holder.as_ref();
+        let recorded = self.conn.execute(
+            "INSERT INTO lock_breaks (broken_at, holder_host, holder_pid, holder_started,
+                                      holder_token, lease_ms, silent_ms, broken_by)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+             WHERE EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'lock_breaks')",
+            rusqlite::params![
+                broken.broken_at_ms,
+                holder.map(|o| o.host.clone()),
+                holder.map(|o| o.pid),
+                holder.map(|o| o.started_ms),
+                holder.map(|o| o.token.clone()),
+                holder.map(|o| o.lease_ms as i64),
+                broken.silent_ms as i64,
+                broken.broken_by,
+            ],
+        );
+        if let Err(e) = recorded {
+            eprintln!("memotag: could not record the broken lock in the store: {e}");
+        }
+    }
+
+    /// Runs `f` on one consistent view of the store: in local mode directly (each statement is
+    /// its own snapshot, and WAL readers never wait), in shared mode inside `read`, under the
+    /// lock.
+    pub fn snapshot<T, E>(&mut self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        if self.lease.is_some() {
+            return self.read(f);
+        }
+        // One read transaction: one WAL read lock instead of one per statement (the hot path of
+        // a hit). Already inside a transaction: read within it.
+        let begin = self
+            .conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]));
+        if begin.is_err() {
+            return f(&self.conn);
+        }
+        let result = f(&self.conn);
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let _ = self
+            .conn
+            .prepare_cached(end)
+            .and_then(|mut s| s.execute([]));
+        result
+    }
+
+    /// Copies the write-ahead log into the main file and truncates it (local mode), so that the
+    /// main file alone holds every committed result; a no-op in shared mode.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Runs `f` in a read transaction, so that everything it reads is one snapshot. In shared
+    /// mode it takes the same lock as a write: a reader never sees a half-written transaction
+    /// and never mistakes a live writer's journal for a dead one's.
+    pub fn read<T, E>(&mut self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        if self.lease.is_some() {
+            let held = self.take_lease()?;
+            self.conn
+                .execute_batch("BEGIN DEFERRED")
+                .map_err(StorageError::from)?;
+            let result = f(&self.conn);
+            let _ = self.conn.execute_batch("COMMIT");
+            // What was read while the lock was lost may be torn: do not hand it out.
+            held.fence()?;
+            held.release();
+            return result;
+        }
         let started = Instant::now();
         retry_busy(started, self.busy_timeout, || {
             self.conn.execute_batch("BEGIN DEFERRED")?;
@@ -191,100 +401,26 @@ impl Database {
 
     /// Reads the handshake the file offers. A format-1 file predates the procedures table and
     /// the levels: its menu is every method at generation 1, its levels 1.
-    pub fn handshake(&self) -> Result<FileHandshake, StorageError> {
-        let number = |key: &str, default: u32| -> Result<u32, StorageError> {
-            match self.meta(key)? {
-                None => Ok(default),
-                Some(v) => v.parse().map_err(|_| {
-                    StorageError::Corrupt(format!("meta `{key}` is not a number: {v:?}"))
-                }),
-            }
-        };
-        let has_procedures: bool = self.conn.query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'procedures'",
-            [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        let menu = if has_procedures {
-            let mut menu = crate::protocol::Menu::new();
-            let mut stmt = self
-                .conn
-                .prepare("SELECT method, generation FROM procedures")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
-            for row in rows {
-                let (method, generation) = row?;
-                menu = menu.with(&method, [generation]);
-            }
-            menu
-        } else {
-            crate::protocol::procedures::format1_menu()
-        };
-        Ok(FileHandshake {
-            protocol: number("protocol", 1)?,
-            library_version: self.meta("library_version")?,
-            menu,
-            read_level: number("read_level", 1)?,
-            write_level: number("write_level", 1)?,
-            generation: self.generation,
-        })
-    }
-
-    /// Runs a few reads as one snapshot with as little ceremony as possible (the hot path of a
-    /// hit): one read lock instead of one per statement.
-    pub fn snapshot<T, E: From<StorageError>>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let begin = self
-            .conn
-            .prepare_cached("BEGIN")
-            .and_then(|mut s| s.execute([]));
-        if begin.is_err() {
-            // Already inside a transaction: read within it.
-            return f(&self.conn);
-        }
-        if self.mode == Mode::Shared {
-            // A rollback-journal reader waits for a committing writer: take the shared lock now,
-            // with the same patience as writes, so that busy never surfaces from `f`.
-            let locked = retry_busy(Instant::now(), self.busy_timeout, || {
-                self.conn
-                    .prepare_cached("SELECT 1 FROM meta LIMIT 1")?
-                    .exists([])
-            });
-            if let Err(e) = locked {
-                let _ = self
-                    .conn
-                    .prepare_cached("ROLLBACK")
-                    .and_then(|mut s| s.execute([]));
-                return Err(e.into());
-            }
-        }
-        let result = f(&self.conn);
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let _ = self
-            .conn
-            .prepare_cached(end)
-            .and_then(|mut s| s.execute([]));
-        result
+    pub fn handshake(&mut self) -> Result<FileHandshake, StorageError> {
+        let generation = self.generation;
+        self.snapshot(|conn| handshake_of(conn, generation))
     }
 
     /// One value from `meta`.
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StorageError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+    pub fn meta(&mut self, key: &str) -> Result<Option<String>, StorageError> {
+        self.snapshot(|conn| meta_value(conn, key))
     }
 
     /// Registers (or finds) a client name, returning its small id.
     pub fn client_id(&mut self, name: &str) -> Result<i64, StorageError> {
-        if let Some(id) = self
-            .conn
-            .query_row("SELECT id FROM clients WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?
-        {
+        let found = self.snapshot(|conn| -> Result<Option<i64>, StorageError> {
+            Ok(conn
+                .query_row("SELECT id FROM clients WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })?;
+        if let Some(id) = found {
             return Ok(id);
         }
         if self.read_only {
@@ -300,20 +436,59 @@ impl Database {
         })
     }
 
-    /// Copies the write-ahead log into the main file and truncates it (local mode), so that the
-    /// main file alone holds every committed result; a no-op in shared mode.
-    pub fn checkpoint(&self) -> Result<(), StorageError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
-    }
-
     /// `PRAGMA integrity_check`: `["ok"]` for a healthy file.
-    pub fn integrity_check(&self) -> Result<Vec<String>, StorageError> {
-        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub fn integrity_check(&mut self) -> Result<Vec<String>, StorageError> {
+        self.snapshot(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
+}
+
+/// The handshake a file offers (see `Database::handshake`).
+fn handshake_of(conn: &Connection, generation: u32) -> Result<FileHandshake, StorageError> {
+    {
+        let number = |key: &str, default: u32| -> Result<u32, StorageError> {
+            match meta_value(conn, key)? {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    StorageError::Corrupt(format!("meta `{key}` is not a number: {v:?}"))
+                }),
+            }
+        };
+        let has_procedures: bool = conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'procedures'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        let menu = if has_procedures {
+            let mut menu = crate::protocol::Menu::new();
+            let mut stmt = conn.prepare("SELECT method, generation FROM procedures")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+            for row in rows {
+                let (method, generation) = row?;
+                menu = menu.with(&method, [generation]);
+            }
+            menu
+        } else {
+            crate::protocol::procedures::format1_menu()
+        };
+        Ok(FileHandshake {
+            protocol: number("protocol", 1)?,
+            library_version: meta_value(conn, "library_version")?,
+            menu,
+            read_level: number("read_level", 1)?,
+            write_level: number("write_level", 1)?,
+            generation,
+        })
+    }
+}
+
+fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, StorageError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
 }
 
 /// Retries `op` while SQLite says the database is busy or locked, with jittered, growing sleeps,
@@ -357,20 +532,41 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Opens a SQLite connection to an existing file, with the given VFS (`None`: the default).
+fn connect(path: &Path, read_only: bool, vfs: Option<&str>) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+        None => Connection::open_with_flags(path, flags),
+    }
+}
+
 /// Turns a missing path or a 0-byte file into a store. Concurrent creators serialize on SQLite's
-/// exclusive lock: the first applies the format, the others find it applied and do nothing.
+/// exclusive lock (and, for a shared-mode store, on the lease lock first, because SQLite's locks
+/// may not reach across hosts): the first applies the format, the others find it applied.
 fn create(req: &OpenRequest) -> Result<(), OpenError> {
     let dir = match req.path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let mode = req.mode.unwrap_or_else(|| Mode::detect(&dir));
-    let conn = Connection::open_with_flags(
-        &req.path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let method = req.lock_method.unwrap_or(LockMethod::for_mode(mode));
+    let held = match method {
+        LockMethod::LeaseDir => Some(LeaseLock::beside(&req.path, req.lock.clone()).acquire()?),
+        LockMethod::Posix => None,
+    };
+    let vfs = held.as_ref().map(|_| NO_LOCK_VFS);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(&req.path, flags, vfs)?,
+        None => Connection::open_with_flags(&req.path, flags)?,
+    };
     conn.busy_timeout(BUSY_SLICE)?;
     let started = Instant::now();
     retry_busy(started, req.busy_timeout, || {
@@ -392,8 +588,12 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
         }
         migrations::apply_from(&conn, 0, now_ms(), &req.menu)?;
         let store_id = uuid::Uuid::new_v4().to_string();
-        let mut insert = conn.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
+        let mut insert = conn.prepare(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?;
         insert.execute(["mode", mode.as_str()])?;
+        insert.execute(["lock_method", method.as_str()])?;
         insert.execute(["store_id", store_id.as_str()])?;
         insert.execute(["created_at", &now_ms().to_string()])?;
         insert.execute(["blob_threshold", &req.blob_threshold.to_string()])?;
@@ -414,17 +614,18 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
             return Err(e);
         }
     }
+    drop(conn);
+    drop(held);
     Ok(())
 }
 
 fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
     let path = &req.path;
-    let flags = if req.read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let conn = Connection::open_with_flags(path, flags)?;
+    // A file in rollback-journal mode may be a shared store: read even its mode under the lease
+    // lock, as every shared-mode client reads everything. A WAL file is a local store.
+    let mut lease = (!file::is_wal(path)).then(|| LeaseLock::beside(path, req.lock.clone()));
+    let mut held = lease.as_ref().map(LeaseLock::acquire).transpose()?;
+    let mut conn = connect(path, req.read_only, held.as_ref().map(|_| NO_LOCK_VFS))?;
     conn.busy_timeout(BUSY_SLICE)?;
     let has_meta: bool = conn.query_row(
         "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'",
@@ -437,15 +638,10 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
             reason: "it has memotag's application_id but no memotag tables (damaged?)".to_string(),
         });
     }
-    let stored_mode: String = conn
-        .query_row("SELECT value FROM meta WHERE key = 'mode'", [], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .ok_or_else(|| OpenError::NotAStore {
-            path: path.clone(),
-            reason: "its meta table does not record a mode (damaged?)".to_string(),
-        })?;
+    let stored_mode = meta_value(&conn, "mode")?.ok_or_else(|| OpenError::NotAStore {
+        path: path.clone(),
+        reason: "its meta table does not record a mode (damaged?)".to_string(),
+    })?;
     let store_mode: Mode = stored_mode.parse().map_err(|reason| OpenError::NotAStore {
         path: path.clone(),
         reason,
@@ -459,22 +655,62 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
             });
         }
     }
-    // Pragmas that can write the file (journal mode) wait for `Database::start`, after the
-    // session's version checks: a store refused for its version is left as it was.
-    if store_mode == Mode::Shared {
-        conn.execute_batch("PRAGMA mmap_size=0;")?;
+    // Stores made before format generation 3 do not record a method: their mode's.
+    let stored_method = meta_value(&conn, "lock_method")?
+        .unwrap_or_else(|| LockMethod::for_mode(store_mode).as_str().to_string());
+    let requested_method = req
+        .lock_method
+        .unwrap_or_else(|| LockMethod::for_mode(store_mode));
+    let method: LockMethod = match stored_method.parse() {
+        Ok(m) if req.lock_method.is_none() || m == requested_method => m,
+        _ => {
+            return Err(OpenError::LockMethodMismatch {
+                path: path.clone(),
+                store: stored_method,
+                requested: requested_method,
+            })
+        }
+    };
+    match (method, held.is_some()) {
+        (LockMethod::LeaseDir, true) | (LockMethod::Posix, false) => {}
+        (LockMethod::LeaseDir, false) => {
+            // A WAL header on a store that says shared: a switch was interrupted. Take the lock
+            // and reopen; configuring below leaves WAL.
+            drop(conn);
+            lease = Some(LeaseLock::beside(path, req.lock.clone()));
+            held = lease.as_ref().map(LeaseLock::acquire).transpose()?;
+            conn = connect(path, req.read_only, Some(NO_LOCK_VFS))?;
+            conn.busy_timeout(BUSY_SLICE)?;
+        }
+        (LockMethod::Posix, true) => {
+            drop(conn);
+            drop(held.take());
+            lease = None;
+            conn = connect(path, req.read_only, None)?;
+            conn.busy_timeout(BUSY_SLICE)?;
+        }
     }
+    // Pragmas that can write the file (the journal mode) wait for `Database::start`, after the
+    // session's version checks: a store refused for its version is left as it was.
+    store_mode.configure_connection(&conn)?;
     let generation: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let blobs = BlobStore::beside(path);
-    Ok(Database {
+    let db = Database {
         conn,
         path: path.clone(),
         mode: store_mode,
+        lock_method: method,
+        lease,
         read_only: req.read_only,
         read_only_reason: None,
         generation,
         busy_timeout: req.busy_timeout,
         full_durability: req.full_durability,
         blobs,
-    })
+    };
+    if let Some(broken) = held.as_ref().and_then(Held::broke) {
+        db.note_broken_lock(broken);
+    }
+    drop(held);
+    Ok(db)
 }

@@ -1,9 +1,8 @@
 //! Sharing modes: what each mode sets on a connection, and which mode a new store gets.
 //!
 //! The mode is a property of the store (recorded in its `meta` table at creation); this module
-//! only knows what a mode means for SQLite and how to guess one for a directory. It does not own
-//! cross-host locking for shared mode (see docs/design.md for what shared mode does not yet
-//! guarantee).
+//! only knows what a mode means for SQLite and how to guess one for a directory. Cross-host
+//! locking for shared mode is `lock`'s.
 
 use std::fmt;
 use std::path::Path;
@@ -48,8 +47,20 @@ impl Mode {
             }
             Mode::Shared => {
                 let _: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
-                conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA mmap_size=0;")?;
+                self.configure_connection(conn)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The per-connection pragmas of a mode (the journal mode is in the file and left alone).
+    /// In shared mode `cache_spill=OFF` keeps every change in the cache until COMMIT, so that a
+    /// holder that loses its lock mid-transaction has written nothing to the database file.
+    pub(crate) fn configure_connection(self, conn: &Connection) -> rusqlite::Result<()> {
+        if self == Mode::Shared {
+            conn.execute_batch(
+                "PRAGMA synchronous=FULL; PRAGMA mmap_size=0; PRAGMA cache_spill=OFF;",
+            )?;
         }
         Ok(())
     }

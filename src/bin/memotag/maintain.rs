@@ -67,6 +67,9 @@ struct InfoJson {
     journal: &'static str,
     filesystem: FilesystemJson,
     lock: &'static str,
+    lock_method: &'static str,
+    lease_holder: Option<String>,
+    last_lock_break: Option<String>,
     counts: CountsJson,
     size: SizeJson,
     store_id: Option<String>,
@@ -122,6 +125,9 @@ pub fn info(path: &Path, format: Format) -> Result<(), CliError> {
             name: fs_name.clone(),
         },
         lock: info.lock.as_str(),
+        lock_method: info.lock_method.as_str(),
+        lease_holder: info.lease_holder.clone(),
+        last_lock_break: info.last_lock_break.as_ref().map(ToString::to_string),
         counts: CountsJson {
             families: c.families,
             functions: c.functions,
@@ -162,7 +168,19 @@ pub fn info(path: &Path, format: Format) -> Result<(), CliError> {
         ),
         ("mode", format!("{} ({} journal)", json.mode, json.journal)),
         ("filesystem", format!("{fs_kind} ({fs_name})")),
-        ("lock", json.lock.to_string()),
+        (
+            "lock",
+            match &json.lease_holder {
+                Some(holder) => format!("held by {holder} (lock method {})", json.lock_method),
+                None => format!("{} (lock method {})", json.lock, json.lock_method),
+            },
+        ),
+        (
+            "last broken lock",
+            json.last_lock_break
+                .clone()
+                .unwrap_or_else(|| "none".to_string()),
+        ),
         ("families", c.families.to_string()),
         ("function versions", c.functions.to_string()),
         ("results", c.results.to_string()),
