@@ -59,6 +59,11 @@ fn warn(py: Python<'_>, class: &str, message: &str) -> PyResult<()> {
 }
 
 fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
+    if let StorageError::Interrupted = e {
+        if let Some(pending) = PyErr::take(py) {
+            return pending;
+        }
+    }
     match e {
         StorageError::ReadOnly { .. } => raise(py, "ReadOnlyStore", e.to_string()),
         StorageError::LockTimeout { .. } => raise(py, "StoreLocked", e.to_string()),
@@ -200,7 +205,18 @@ impl PyStore {
         readonly: bool,
     ) -> PyResult<Self> {
         let policy: Policy = policy.parse().map_err(PyValueError::new_err)?;
-        let mut options = OpenOptions::new().read_only(readonly);
+        // Ctrl-C while another process holds the store ends the wait: the pending
+        // KeyboardInterrupt is kept and raised instead of a memotag error.
+        let interrupt: memotag::storage::lock::Interrupt = Arc::new(|| {
+            Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    e.restore(py);
+                    true
+                }
+            })
+        });
+        let mut options = OpenOptions::new().read_only(readonly).interrupt(interrupt);
         if let Some(mode) = parse_mode(py, mode)? {
             options = options.mode(mode);
         }

@@ -247,3 +247,46 @@ def test_a_pool_maps_a_decorated_function():
     assert len(_POOL_STORE.calls("pool_cube")) == 40
     assert [pool_cube(x) for x in range(40)] == [x ** 3 for x in range(40)]
     assert POOL_CALLS == []  # and recorded there: hits here
+
+
+WAITER = """
+import os, signal, threading, time, memotag
+store = memotag.Store({path!r})
+@store.memo
+def f(x):
+    return x
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+start = time.monotonic()
+try:
+    f(1)
+    print("COMPLETED", round(time.monotonic() - start, 1))
+except KeyboardInterrupt:
+    print("INTERRUPTED", round(time.monotonic() - start, 1))
+"""
+
+
+def test_ctrl_c_ends_a_wait_for_another_writer(path):
+    # The function exists already, so that the waiter's decoration needs no write.
+    with memotag.Store(path) as store:
+        @store.memo
+        def f(x):
+            return x
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sqlite3, sys, time
+            conn = sqlite3.connect({path!r}, isolation_level=None)
+            conn.execute("BEGIN EXCLUSIVE")
+            print("HOLDING", flush=True)
+            time.sleep(30)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "HOLDING"
+        waiter = run_python(WAITER.format(path=path), timeout=60)
+        outcome, seconds = waiter.stdout.split()
+        assert outcome == "INTERRUPTED", waiter.stdout + waiter.stderr
+        assert float(seconds) < 5
+    finally:
+        holder.kill()
+        holder.wait()

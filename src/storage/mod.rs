@@ -83,6 +83,8 @@ pub struct Database {
     read_only_reason: Option<String>,
     generation: u32,
     busy_timeout: Duration,
+    /// Polled while waiting for other writers (local mode; shared mode's lock polls its own).
+    interrupt: Option<lock::Interrupt>,
     full_durability: bool,
     pub(crate) blobs: BlobStore,
 }
@@ -170,7 +172,7 @@ impl Database {
             return self.write_leased(f);
         }
         let started = Instant::now();
-        retry_busy(started, self.busy_timeout, || {
+        retry_busy_interruptible(started, self.busy_timeout, self.interrupt.as_ref(), || {
             self.conn.execute_batch("BEGIN IMMEDIATE")
         })?;
         let result = f(&self.conn);
@@ -496,6 +498,17 @@ fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, StorageErr
 fn retry_busy<T>(
     started: Instant,
     timeout: Duration,
+    op: impl FnMut() -> rusqlite::Result<T>,
+) -> Result<T, StorageError> {
+    retry_busy_interruptible(started, timeout, None, op)
+}
+
+/// [`retry_busy`], giving up with `StorageError::Interrupted` when `interrupt` says so (e.g. the
+/// user pressed Ctrl-C while another process held the store).
+fn retry_busy_interruptible<T>(
+    started: Instant,
+    timeout: Duration,
+    interrupt: Option<&lock::Interrupt>,
     mut op: impl FnMut() -> rusqlite::Result<T>,
 ) -> Result<T, StorageError> {
     let mut backoff_ms = 1u64;
@@ -508,6 +521,9 @@ fn retry_busy<T>(
                     return Err(StorageError::Busy {
                         waited_ms: waited.as_millis() as u64,
                     });
+                }
+                if interrupt.is_some_and(|stop| stop()) {
+                    return Err(StorageError::Interrupted);
                 }
                 let sleep = backoff_ms / 2 + fastrand::u64(0..=backoff_ms);
                 std::thread::sleep(Duration::from_millis(sleep));
@@ -705,6 +721,7 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
         read_only_reason: None,
         generation,
         busy_timeout: req.busy_timeout,
+        interrupt: req.lock.interrupt.clone(),
         full_durability: req.full_durability,
         blobs,
     };
