@@ -133,6 +133,9 @@ class Store(_memotag.Store):
     ``mode``: ``"auto"`` (the store's own mode; for a new store, ``"shared"`` on a network
     filesystem and ``"local"`` otherwise), ``"local"`` or ``"shared"``; asking for another mode
     than the store's raises. ``readonly=True`` never writes and never creates a store.
+    ``lock_lease`` (seconds, shared mode) is how long a lock holder may go silent before others
+    break its lock; ``busy_timeout`` (seconds) how long to wait for other writers. Ctrl-C ends a
+    wait with ``KeyboardInterrupt``.
     """
 
     # -- the decorator ------------------------------------------------------------------------

@@ -14,6 +14,9 @@ class Store:
         policy: str = "exact",
         verify_source_hash: bool = True,
         readonly: bool = False,
+        *,
+        lock_lease: Optional[float] = None,
+        busy_timeout: Optional[float] = None,
     ) -> None: ...
     @property
     def path(self) -> str: ...

@@ -195,7 +195,8 @@ fn parse_mode(py: Python<'_>, mode: &str) -> PyResult<Option<Mode>> {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, mode = "auto", policy = "exact", verify_source_hash = true, readonly = false))]
+    #[pyo3(signature = (path, mode = "auto", policy = "exact", verify_source_hash = true, readonly = false, *, lock_lease = None, busy_timeout = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -203,7 +204,14 @@ impl PyStore {
         policy: &str,
         verify_source_hash: bool,
         readonly: bool,
+        lock_lease: Option<f64>,
+        busy_timeout: Option<f64>,
     ) -> PyResult<Self> {
+        let seconds = |what: &str, v: f64| -> PyResult<std::time::Duration> {
+            std::time::Duration::try_from_secs_f64(v).map_err(|_| {
+                PyValueError::new_err(format!("{what} must be a non-negative number of seconds"))
+            })
+        };
         let policy: Policy = policy.parse().map_err(PyValueError::new_err)?;
         // Ctrl-C while another process holds the store ends the wait: the pending
         // KeyboardInterrupt is kept and raised instead of a memotag error.
@@ -217,6 +225,12 @@ impl PyStore {
             })
         });
         let mut options = OpenOptions::new().read_only(readonly).interrupt(interrupt);
+        if let Some(lease) = lock_lease {
+            options = options.lock_lease(seconds("lock_lease", lease)?);
+        }
+        if let Some(wait) = busy_timeout {
+            options = options.busy_timeout(seconds("busy_timeout", wait)?);
+        }
         if let Some(mode) = parse_mode(py, mode)? {
             options = options.mode(mode);
         }
