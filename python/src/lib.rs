@@ -972,6 +972,33 @@ impl Memo {
     }
 }
 
+/// What a lookup of one call needs and finds: the store, the bound call, the reader it looked
+/// up as, and the answer.
+type LookedUp = (
+    Arc<Store>,
+    memotag::BoundCall,
+    Arc<Reader>,
+    memotag::LookupAnswer,
+);
+
+impl Memo {
+    /// Binds the arguments and looks the call up as this function's current code would.
+    fn look_up(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<LookedUp> {
+        let store = self.store.get().store(py)?;
+        let call = self.bind_call(py, &store, args, kwargs)?;
+        let reader = self.reader(py, &store)?;
+        let answer = store
+            .lookup_with(&call, &reader)
+            .map_err(|e| call_error(py, e))?;
+        Ok((store, call, reader, answer))
+    }
+}
+
 fn missing(function: &str, param: &str) -> PyErr {
     PyTypeError::new_err(format!("{function}() missing required argument: '{param}'"))
 }
@@ -985,12 +1012,7 @@ impl Memo {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let store = self.store.get().store(py)?;
-        let call = self.bind_call(py, &store, args, kwargs)?;
-        let reader = self.reader(py, &store)?;
-        let answer = store
-            .lookup_with(&call, &reader)
-            .map_err(|e| call_error(py, e))?;
+        let (store, call, reader, answer) = self.look_up(py, args, kwargs)?;
         if let Some(hit) = answer.hit {
             if !answer.changed.is_empty()
                 && self.code_mode == CodeMode::Warn
@@ -1069,12 +1091,7 @@ impl Memo {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let store = self.store.get().store(py)?;
-        let call = self.bind_call(py, &store, args, kwargs)?;
-        let reader = self.reader(py, &store)?;
-        let answer = store
-            .lookup_with(&call, &reader)
-            .map_err(|e| call_error(py, e))?;
+        let (_, _, _, answer) = self.look_up(py, args, kwargs)?;
         match answer.hit {
             Some(hit) => self.outputs_to_python(py, &hit.outputs),
             None if answer.other_code > 0 => Err(raise(
