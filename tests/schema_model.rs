@@ -88,24 +88,27 @@ struct ModelFamily {
     versions: BTreeMap<u32, Vec<(String, Option<i64>)>>,
     /// Per version: the inputs it was created with, under their original names.
     created_with: BTreeMap<u32, Vec<(String, Option<i64>)>>,
+    /// Per version: the first name of every input, in position order.
+    first_names: BTreeMap<u32, Vec<String>>,
 }
 
 /// A create is a retry of the one that made this version if it names every current input, or
-/// the inputs the version was created with (under current or original names), same defaults.
+/// the inputs the version was created with, each under its current or its first name, with the
+/// same defaults.
 fn is_retry(
     current: &[(String, Option<i64>)],
-    created_with: &[(String, Option<i64>)],
+    first_names: &[String],
+    created: usize,
     request: &[(String, Option<i64>)],
 ) -> bool {
-    if current == request {
-        return true;
-    }
-    created_with.len() == request.len()
-        && created_with
-            .iter()
-            .zip(current)
-            .zip(request)
-            .all(|(((orig, d), (now, _)), (want, wd))| d == wd && (orig == want || now == want))
+    let matches =
+        |n: usize| {
+            n == request.len()
+                && current[..n].iter().zip(&first_names[..n]).zip(request).all(
+                    |(((now, d), first), (want, wd))| d == wd && (now == want || first == want),
+                )
+        };
+    matches(current.len()) || matches(created)
 }
 
 #[derive(Debug, PartialEq)]
@@ -138,12 +141,19 @@ impl Model {
                     let family = &mut self.families[i];
                     return match family.versions.get(version) {
                         Some(existing)
-                            if is_retry(existing, &family.created_with[version], &inputs) =>
+                            if is_retry(
+                                existing,
+                                &family.first_names[version],
+                                family.created_with[version].len(),
+                                &inputs,
+                            ) =>
                         {
                             Answer::AlreadyApplied
                         }
                         Some(_) => Answer::Rejected,
                         None => {
+                            let names = inputs.iter().map(|(n, _)| n.clone()).collect();
+                            family.first_names.insert(*version, names);
                             family.versions.insert(*version, inputs.clone());
                             family.created_with.insert(*version, inputs);
                             Answer::Applied
@@ -161,6 +171,10 @@ impl Model {
                     name: name.to_string(),
                     former: vec![],
                     versions: BTreeMap::from([(*version, inputs.clone())]),
+                    first_names: BTreeMap::from([(
+                        *version,
+                        inputs.iter().map(|(n, _)| n.clone()).collect(),
+                    )]),
                     created_with: BTreeMap::from([(*version, inputs)]),
                 });
                 Answer::Applied
@@ -188,6 +202,12 @@ impl Model {
                     return Answer::Rejected;
                 }
                 inputs.push((input.to_string(), *default));
+                let family = &mut self.families[i];
+                family
+                    .first_names
+                    .get_mut(version)
+                    .expect("version exists")
+                    .push(input.to_string());
                 Answer::Applied
             }
             Op::Rename { from, to } => {
@@ -337,7 +357,7 @@ fn project_model(model: &Model) -> Projection {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn rules_agree_with_the_model(ops in prop::collection::vec(op(), 1..40)) {
