@@ -93,12 +93,17 @@ def test_concurrent_processes_lose_nothing(path):
 
 def test_a_non_deterministic_function_gets_one_canonical_value(path):
     memotag.Store(path).close()
+    barrier = path + ".ready"
+    os.makedirs(barrier)
     code = f"""
         import os, time, warnings, memotag
         store = memotag.Store({path!r})
         @store.memo
         def roll(seed):
-            time.sleep(0.5)  # both processes compute at once
+            # Both processes are inside the computation before either records.
+            open(os.path.join({barrier!r}, str(os.getpid())), "w").close()
+            while len(os.listdir({barrier!r})) < 2:
+                time.sleep(0.01)
             return os.getpid()
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
