@@ -409,3 +409,40 @@ def test_functions_without_source_are_hashed_by_bytecode():
     h2 = _code._object_hash(ns2["helper"])
     assert h1[0] != h2[0]
     assert "bytecode" in h1[2][0]
+
+
+def test_the_same_source_hashes_the_same_on_every_supported_python():
+    import glob
+    import os
+    import shutil
+    import subprocess
+
+    here = os.path.dirname(__file__)
+    code_py = os.path.join(here, "..", "memotag", "_code.py")
+    probe = os.path.join(here, "hash_probe.py")
+    pythons = {}
+    for minor in range(9, 14):
+        candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/python")))
+        candidates += [c for c in [shutil.which(f"python3.{minor}")] if c]
+        for exe in candidates:
+            # pyenv shims exist for versions that are not selected: keep only ones that run.
+            ok = subprocess.run([exe, "-c", "pass"], capture_output=True, timeout=30).returncode == 0
+            if ok:
+                pythons[f"3.{minor}"] = exe
+                break
+    if len(pythons) < 2:
+        pytest.skip(f"only {sorted(pythons)} installed: nothing to compare")
+    results = {}
+    for version, exe in pythons.items():
+        out = subprocess.run([exe, probe, code_py], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (version, out.stderr)
+        results[version] = out.stdout.split()
+    first = next(iter(results.values()))
+    assert all(r == first for r in results.values()), results
+    assert first[:4] == [
+        "7f878e30dcb5410193d7b501ae3e05b8",
+        "700ba5395bf2be0732da4627093e28eb",
+        "19dec1acabe69aa8fb241d3bdf4f6b32",
+        "251e6846df003dc5a6949a93f36e9e97",
+    ]
+    print("agreeing Pythons:", sorted(results))
