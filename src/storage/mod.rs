@@ -136,7 +136,11 @@ impl Database {
     /// once the session has accepted the store. Read-only handles change nothing.
     pub fn start(&mut self) -> Result<(), StorageError> {
         if !self.read_only && self.lease.is_none() {
-            self.mode.configure(&self.conn, self.full_durability)?;
+            // Switching the journal mode needs a moment alone with the file: another client
+            // opening or creating the store at the same time makes it wait, not fail.
+            retry_busy(Instant::now(), self.busy_timeout, || {
+                self.mode.configure(&self.conn, self.full_durability)
+            })?;
         }
         Ok(())
     }
@@ -620,7 +624,9 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
         Ok(true) => {
             retry_busy(started, req.busy_timeout, || conn.execute_batch("COMMIT"))?;
             // Journal mode lives in the file header; set it now so the file is in its mode.
-            mode.configure(&conn, req.full_durability)?;
+            retry_busy(Instant::now(), req.busy_timeout, || {
+                mode.configure(&conn, req.full_durability)
+            })?;
         }
         Ok(false) => {
             let _ = conn.execute_batch("ROLLBACK");
@@ -642,7 +648,9 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
     let mut lease = (!file::is_wal(path)).then(|| LeaseLock::beside(path, req.lock.clone()));
     let mut held = lease.as_ref().map(LeaseLock::acquire).transpose()?;
     let mut conn = connect(path, req.read_only, held.as_ref().map(|_| NO_LOCK_VFS))?;
-    conn.busy_timeout(BUSY_SLICE)?;
+    // While opening, wait as long as a write would: a client creating or converting the store at
+    // the same moment holds it briefly, and opening must not fail for that.
+    conn.busy_timeout(req.busy_timeout)?;
     let has_meta: bool = conn.query_row(
         "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'",
         [],
@@ -696,20 +704,21 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
             lease = Some(LeaseLock::beside(path, req.lock.clone()));
             held = lease.as_ref().map(LeaseLock::acquire).transpose()?;
             conn = connect(path, req.read_only, Some(NO_LOCK_VFS))?;
-            conn.busy_timeout(BUSY_SLICE)?;
+            conn.busy_timeout(req.busy_timeout)?;
         }
         (LockMethod::Posix, true) => {
             drop(conn);
             drop(held.take());
             lease = None;
             conn = connect(path, req.read_only, None)?;
-            conn.busy_timeout(BUSY_SLICE)?;
+            conn.busy_timeout(req.busy_timeout)?;
         }
     }
     // Pragmas that can write the file (the journal mode) wait for `Database::start`, after the
     // session's version checks: a store refused for its version is left as it was.
     store_mode.configure_connection(&conn)?;
     let generation: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    conn.busy_timeout(BUSY_SLICE)?;
     let blobs = BlobStore::beside(path);
     let db = Database {
         conn,
