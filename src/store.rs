@@ -998,15 +998,14 @@ impl Session {
     }
 
     fn flush_batch(&mut self) -> Result<Vec<RecordOutcome>, CallError> {
-        let Some(batch) = self.batch.as_mut() else {
-            return Ok(Vec::new());
-        };
-        if batch.pending.is_empty() {
+        if self.batch.as_ref().is_none_or(|b| b.pending.is_empty()) {
             return Ok(Vec::new());
         }
+        // Before the results leave the batch: if this fails, they are all still buffered.
+        let client = self.client_id()?;
+        let batch = self.batch.as_mut().expect("checked above");
         let pending = std::mem::take(&mut batch.pending);
         let selection = self.selection.clone();
-        let client = self.client_id()?;
         let threshold = self.blob_threshold;
         let db = &mut self.db;
         let blobs = db.blobs.clone();

@@ -220,3 +220,46 @@ fn a_lookup_inside_a_batch_sees_the_newest_buffered_result() {
     );
     store.commit_batch().unwrap();
 }
+
+#[test]
+fn a_flush_that_cannot_start_keeps_every_buffered_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keep.memo");
+    let f = {
+        let store = Store::open(&path).unwrap();
+        store
+            .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+            .unwrap()
+    };
+    // A new client (so the first flush must register it) with a short patience.
+    let store = OpenOptions::new()
+        .batch_size(2)
+        .client_name("newcomer@test")
+        .busy_timeout(std::time::Duration::from_millis(300))
+        .open(&path)
+        .unwrap();
+    let call = |i: i64| store.bind(f.tag, vec![(f.inputs[0].tag, int(i))]).unwrap();
+    store.begin_batch();
+    assert_eq!(
+        store.record(&call(1), vec![int(10)]).unwrap(),
+        RecordOutcome::Buffered
+    );
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(
+        store.record(&call(2), vec![int(20)]).is_err(),
+        "the auto-flush could not start"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    // Nothing was lost or mixed up: lookups inside the batch and the commit see every result.
+    assert_eq!(
+        decode(&store.lookup(&call(1)).unwrap().unwrap().outputs[0]),
+        Value::Int(10)
+    );
+    assert_eq!(
+        decode(&store.lookup(&call(2)).unwrap().unwrap().outputs[0]),
+        Value::Int(20)
+    );
+    store.commit_batch().unwrap();
+    assert_eq!(Store::open(&path).unwrap().count_results(f.tag).unwrap(), 2);
+}

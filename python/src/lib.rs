@@ -24,6 +24,25 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 /// Bumped in a forked child (via `os.register_at_fork`): every store reopens its connection.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// Set by a SIGINT handler chained before Python's; cleared when an operation starts, so that
+/// only a Ctrl-C during that operation ends its lock waits.
+static SIGINT_SEEN: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Registers the flag (once). signal-hook chains to the handler that was there (Python's), so
+/// Python still raises KeyboardInterrupt as usual.
+fn watch_sigint() {
+    SIGINT_SEEN.get_or_init(|| {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone());
+        flag
+    });
+}
+
+fn sigint_seen() -> bool {
+    SIGINT_SEEN.get().is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
 #[pyfunction]
 fn _after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
@@ -60,7 +79,8 @@ fn warn(py: Python<'_>, class: &str, message: &str) -> PyResult<()> {
 
 fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
     if let StorageError::Interrupted = e {
-        if let Some(pending) = PyErr::take(py) {
+        // Python's own SIGINT handler ran too: raise its KeyboardInterrupt.
+        if let Err(pending) = py.check_signals() {
             return pending;
         }
     }
@@ -159,6 +179,9 @@ impl PyStore {
     /// The open store, reopened after a fork (the parent's connection is never used or closed
     /// in the child: closing it could checkpoint or delete a WAL the parent is using).
     fn store(&self, py: Python<'_>) -> PyResult<Arc<Store>> {
+        if let Some(flag) = SIGINT_SEEN.get() {
+            flag.store(false, Ordering::Relaxed);
+        }
         let mut state = self.state.lock();
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
         if state.generation != generation {
@@ -213,17 +236,12 @@ impl PyStore {
             })
         };
         let policy: Policy = policy.parse().map_err(PyValueError::new_err)?;
-        // Ctrl-C while another process holds the store ends the wait: the pending
-        // KeyboardInterrupt is kept and raised instead of a memotag error.
-        let interrupt: memotag::storage::lock::Interrupt = Arc::new(|| {
-            Python::attach(|py| match py.check_signals() {
-                Ok(()) => false,
-                Err(e) => {
-                    e.restore(py);
-                    true
-                }
-            })
-        });
+        // Ctrl-C while another process holds the store ends the wait. The wait may run with the
+        // GIL released and the store's session locked, so it must not take the GIL (another
+        // thread may hold it while waiting for the session): it reads a flag that a chained
+        // SIGINT handler sets, and Python's own handler still runs and raises KeyboardInterrupt
+        // once the call returns.
+        let interrupt: memotag::storage::lock::Interrupt = Arc::new(sigint_seen);
         let mut options = OpenOptions::new().read_only(readonly).interrupt(interrupt);
         if let Some(lease) = lock_lease {
             options = options.lock_lease(seconds("lock_lease", lease)?);
@@ -1173,6 +1191,7 @@ fn _memotag(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
     m.add_class::<Memo>()?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+    watch_sigint();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -295,3 +295,50 @@ def test_ctrl_c_ends_a_wait_for_another_writer(path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_threads_keep_going_while_one_waits_for_another_writer(path):
+    # One thread waits for the write lock (held by another process) while another thread keeps
+    # serving hits: neither may deadlock the other through the GIL.
+    with memotag.Store(path) as store:
+        @store.memo
+        def f(x):
+            return x
+        f(0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sqlite3, time
+            conn = sqlite3.connect({path!r}, isolation_level=None)
+            conn.execute("BEGIN IMMEDIATE")
+            print("HOLDING", flush=True)
+            time.sleep(2)
+            conn.execute("COMMIT")
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "HOLDING"
+        out = run_python(f"""
+            import threading, time, memotag
+            store = memotag.Store({path!r})
+            @store.memo
+            def f(x):
+                return x
+            done = []
+            def miss():
+                f(100)
+                done.append("miss")
+            def hits():
+                end = time.monotonic() + 3
+                while time.monotonic() < end:
+                    f(0)
+                done.append("hits")
+            threads = [threading.Thread(target=miss), threading.Thread(target=hits)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            print(sorted(done))
+        """, timeout=60)
+        assert out.stdout.strip() == "['hits', 'miss']"
+    finally:
+        holder.kill()
+        holder.wait()
