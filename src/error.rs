@@ -49,10 +49,7 @@ impl StorageError {
     pub fn is_busy(&self) -> bool {
         match self {
             StorageError::Busy { .. } => true,
-            StorageError::Sqlite(e) => matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            ),
+            StorageError::Sqlite(e) => crate::storage::is_busy(e),
             _ => false,
         }
     }

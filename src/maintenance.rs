@@ -16,6 +16,7 @@ use crate::error::{CallError, OpenError, StorageError};
 use crate::schema::{Catalog, LoggedChange};
 use crate::storage::maintenance::{self as sql, LockProbe, ModeSwitch, ValueRow, ValueSource};
 use crate::storage::memo::{input_column, memo_table};
+use crate::storage::now_ms;
 use crate::storage::{filesystem_kind, FilesystemKind, Mode, FORMAT_GENERATION};
 use crate::store::Store;
 use crate::value::{Codec, ValueId};
@@ -1124,11 +1125,4 @@ fn header_byte(path: &Path, at: usize) -> Option<u8> {
         .read_to_end(&mut header)
         .ok()?;
     header.get(at).copied()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

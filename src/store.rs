@@ -32,6 +32,7 @@ use crate::schema::{
 use crate::storage::catalog::LogEntry;
 use crate::storage::lock::{Interrupt, LockConfig, LockMethod, DEFAULT_LEASE};
 use crate::storage::memo::{self, BlobSink};
+use crate::storage::now_ms;
 use crate::storage::{Database, Mode, OpenRequest};
 use crate::value::{EncodedValue, ValueId};
 
@@ -1196,13 +1197,6 @@ fn change_values(change: &SchemaChange) -> Vec<EncodedValue> {
         SchemaChange::AddInput { default, .. } => default.iter().cloned().collect(),
         _ => Vec::new(),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `user@host`: the login name (environment, else the password database) and `gethostname`.

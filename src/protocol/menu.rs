@@ -91,17 +91,7 @@ pub fn negotiate(local: &Menu, remote: &Menu) -> Result<Selection, VersionError>
             }
         }
     }
-    if chosen.is_empty() {
-        return Err(VersionError::NoCommonMethods {
-            local: local.clone(),
-            remote: remote.clone(),
-        });
-    }
-    Ok(Selection {
-        chosen,
-        local: local.clone(),
-        remote: remote.clone(),
-    })
+    Selection::of(local, remote, chosen)
 }
 
 impl Selection {
@@ -140,6 +130,15 @@ impl Selection {
                 });
             }
         }
+        Selection::of(local, remote, chosen)
+    }
+
+    /// A session's selection; a session with no method at all cannot start.
+    fn of(
+        local: &Menu,
+        remote: &Menu,
+        chosen: BTreeMap<String, u32>,
+    ) -> Result<Selection, VersionError> {
         if chosen.is_empty() {
             return Err(VersionError::NoCommonMethods {
                 local: local.clone(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::file::{self, FileState};
+use super::is_busy;
 use super::lock::{Held, LeaseLock, LockConfig, LockMethod, DEFAULT_LEASE};
 use super::migrations::{self, FORMAT_GENERATION, MIGRATIONS};
 use super::{BlobStore, Database, Mode, OpenRequest};
@@ -927,13 +928,6 @@ pub fn switch_mode(
         }
     }
     Ok(ModeSwitch::Switched { from: current })
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }
 
 // ---- locks held by other processes -----------------------------------------------------------

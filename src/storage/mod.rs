@@ -538,14 +538,16 @@ fn retry_busy_interruptible<T>(
     }
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
+/// Whether SQLite said another connection holds the database (busy or locked).
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
 }
 
-fn now_ms() -> i64 {
+/// Unix milliseconds, as every time column and log entry stores them.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
