@@ -178,6 +178,19 @@ pub struct References {
 }
 
 impl References {
+    /// Adds the output ids packed in a memo row or conflict, or notes them as malformed.
+    fn add_outputs(
+        &mut self,
+        packed: rusqlite::types::ValueRef<'_>,
+        source: &ValueSource,
+        what: impl FnOnce() -> String,
+    ) {
+        match packed.as_blob().ok().and_then(unpack_ids) {
+            Some(ids) => ids.into_iter().for_each(|id| self.add(id, source)),
+            None => self.malformed.push(what()),
+        }
+    }
+
     fn add(&mut self, id: ValueId, source: &ValueSource) {
         self.ids.entry(id).or_insert_with(|| source.clone());
     }
@@ -219,17 +232,9 @@ pub fn referenced_values(
         let mut visited = 0u64;
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
-            match row
-                .get::<_, Vec<u8>>(1)
-                .ok()
-                .as_deref()
-                .and_then(unpack_ids)
-            {
-                Some(ids) => ids.into_iter().for_each(|id| refs.add(id, &source)),
-                None => refs
-                    .malformed
-                    .push(format!("result {seq} of {table} has malformed outputs")),
-            }
+            refs.add_outputs(row.get_ref(1)?, &source, || {
+                format!("result {seq} of {table} has malformed outputs")
+            });
             for (i, column) in columns.iter().enumerate() {
                 match row.get::<_, Option<Vec<u8>>>(2 + i) {
                     Ok(None) => {}
@@ -252,19 +257,9 @@ pub fn referenced_values(
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
-        match row
-            .get::<_, Vec<u8>>(1)
-            .ok()
-            .as_deref()
-            .and_then(unpack_ids)
-        {
-            Some(ids) => ids
-                .into_iter()
-                .for_each(|v| refs.add(v, &ValueSource::Conflicts)),
-            None => refs
-                .malformed
-                .push(format!("conflict {id} has malformed outputs")),
-        }
+        refs.add_outputs(row.get_ref(1)?, &ValueSource::Conflicts, || {
+            format!("conflict {id} has malformed outputs")
+        });
         advance(1);
     }
     let mut stmt =
