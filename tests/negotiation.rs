@@ -322,7 +322,10 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
         conn.execute("UPDATE meta SET value = ?2 WHERE key = ?1", [key, value])
             .unwrap();
     };
-    set("write_level", "2");
+    // One level above what this build writes, then reads.
+    let newer_write = (memotag::protocol::WRITE_LEVEL + 1).to_string();
+    let newer_read = memotag::protocol::READ_LEVEL + 1;
+    set("write_level", &newer_write);
     let store = Store::open(&path).unwrap();
     assert!(store.is_read_only());
     assert!(store.schema_log(0).is_ok());
@@ -332,16 +335,16 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
     assert!(err.to_string().contains("newer memotag"), "{err}");
     drop(store);
     set("write_level", "1");
-    set("read_level", "2");
+    set("read_level", &newer_read.to_string());
     let before = file_bytes(&path);
     let err = Store::open(&path).unwrap_err();
     assert!(
         matches!(
             err,
             OpenError::Version(VersionError::ReadLevel {
-                file: 2,
-                supported: 1
-            })
+                file,
+                supported: memotag::protocol::READ_LEVEL,
+            }) if file == newer_read
         ),
         "{err}"
     );
@@ -359,7 +362,8 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
             applied: vec![
                 "0002_procedures".into(),
                 "0003_lock_method".into(),
-                "0004_code_records".into()
+                "0004_code_records".into(),
+                "0005_levels_follow_locking".into()
             ]
         }
     );

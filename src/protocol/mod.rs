@@ -26,12 +26,13 @@ pub use menu::{negotiate, Menu, Selection, VersionError};
 pub const PROTOCOL: u32 = 1;
 
 /// The file read level this build understands (SQLite-header style: a file whose read level is
-/// higher is refused).
-pub const READ_LEVEL: u32 = 1;
+/// higher is refused). Level 2: shared-mode stores, readable only under their lease lock
+/// (format generation 5; see docs/design.md §5 for when levels move).
+pub const READ_LEVEL: u32 = 2;
 
 /// The file write level this build understands (a file whose write level is higher is opened
-/// read-only).
-pub const WRITE_LEVEL: u32 = 1;
+/// read-only). Level 2: shared-mode stores, written only under their lease lock.
+pub const WRITE_LEVEL: u32 = 2;
 
 /// This build's library version, exchanged in the handshake.
 pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");

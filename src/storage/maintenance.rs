@@ -851,6 +851,7 @@ pub fn switch_mode(
                     [LockMethod::for_mode(target).as_str()],
                 )
             })
+            .and_then(|_| migrations::raise_levels(conn))
             .and_then(|_| match &held {
                 Some(held) => held
                     .fence()

@@ -36,7 +36,22 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_code_records",
         sql: include_str!("../../schema/0004_code_records.sql"),
     },
+    Migration {
+        generation: 5,
+        name: "0005_levels_follow_locking",
+        sql: LEVELS_FOLLOW_LOCKING,
+    },
 ];
+
+/// Raises a store's compatibility levels to what its lock method needs (format generation 5):
+/// applied by that migration, when a store is created, and when its lock method changes.
+const LEVELS_FOLLOW_LOCKING: &str = include_str!("../../schema/0005_levels_follow_locking.sql");
+
+/// Sets the levels the store's recorded lock method needs (never lowers them). The caller holds
+/// the write transaction in which the lock method was recorded.
+pub(super) fn raise_levels(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(LEVELS_FOLLOW_LOCKING)
+}
 
 /// The newest format generation this build writes and reads.
 pub const FORMAT_GENERATION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].generation;

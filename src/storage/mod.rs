@@ -619,6 +619,7 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
         insert.execute(["store_id", store_id.as_str()])?;
         insert.execute(["created_at", &now_ms().to_string()])?;
         insert.execute(["blob_threshold", &req.blob_threshold.to_string()])?;
+        migrations::raise_levels(&conn)?;
         conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID};"))?;
         Ok(true)
     })();
