@@ -44,13 +44,50 @@ fn big_value(seed: u64, len: usize) -> EncodedValue {
 }
 
 const OPENS: &str = "opening_a_shared_store_while_others_commit_never_fails_spuriously";
-const COMMITS_PER_WRITER: u64 = 60;
+const OPENS_PER_OPENER: u64 = 25;
+const MAX_COMMITS: u64 = 1_500;
+
+/// Starts an opener under `strace` with every `statx` it makes delayed by 10 ms, so that a
+/// commit of another process completes between its reading of the file's length and of the
+/// header, before it looks for the journal: the interleaving that, without delays, happened in 4 of
+/// 2.78 million opens on a local disk and in one of two rig runs over sshfs. Without strace the
+/// opener runs undelayed (a weaker test, said on stderr); under CI (`CI=true`, root) that is
+/// a failure.
+fn spawn_delayed_opener(env: &[(&str, String)]) -> std::process::Child {
+    let strace = ["/usr/bin/strace", "/bin/strace"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(strace) = strace else {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        // SAFETY: geteuid has no preconditions.
+        assert!(
+            !(ci && unsafe { libc::geteuid() } == 0),
+            "strace is needed to delay the openers (apt-get install strace)"
+        );
+        eprintln!("SKIPPED: open race delays: strace unavailable; openers run undelayed");
+        return spawn_child(OPENS, "opener", env);
+    };
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(strace);
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=statx"])
+        .args(["-e", "inject=statx:delay_exit=10000"])
+        .arg(exe)
+        .args([OPENS, "--exact", "--nocapture", "--test-threads=1"])
+        .env(common::ROLE_ENV, "opener")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn strace")
+}
 
 /// Defect 1 of issue 13: opening read the file length, the header and the journal without a
 /// lock, so a commit in between (the header already says the new length, the file is not
 /// extended yet, and the journal is gone by the time it was looked for) was refused as a
-/// "truncated" store. Commits of ~300 KB each widen that window; two processes open the store
-/// over and over while two others commit.
+/// "truncated" store. Two processes open the store over and over, their file reads delayed,
+/// while two others commit ~300 KB each time.
 #[test]
 fn opening_a_shared_store_while_others_commit_never_fails_spuriously() {
     match role().as_deref() {
@@ -60,23 +97,28 @@ fn opening_a_shared_store_while_others_commit_never_fails_spuriously() {
             let store = Store::open(&path).unwrap();
             let f = store.function("f", 1).unwrap();
             barrier(&dir, &format!("c{me}"), 4);
-            for i in 0..COMMITS_PER_WRITER {
-                let key = me * 1_000 + i;
+            // Commits that each grow the file, until both openers are done.
+            let mut committed = 0;
+            while committed < MAX_COMMITS
+                && !(dir.join("done-0").exists() && dir.join("done-1").exists())
+            {
+                let key = me * 100_000 + committed;
                 let call = store
                     .bind(f.tag, vec![(f.inputs[0].tag, int(key as i64))])
                     .unwrap();
-                store.record(&call, vec![big_value(key, 300_000)]).unwrap();
+                store.record(&call, vec![big_value(key, 40_000)]).unwrap();
+                committed += 1;
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::fs::write(dir.join(format!("done-{me}")), b"").unwrap();
-            println!("OUT committed {COMMITS_PER_WRITER}");
+            println!("OUT committed {committed}");
             return;
         }
         Some("opener") => {
             let (path, dir) = (env_path("STORE"), env_path("BARRIER"));
             let me = std::env::var("ME").unwrap();
             barrier(&dir, &format!("o{me}"), 4);
-            let (mut opens, mut failures, mut first) = (0u64, 0u64, None);
-            while !(dir.join("done-0").exists() && dir.join("done-1").exists()) {
+            let (mut failures, mut first) = (0u64, None);
+            for _ in 0..OPENS_PER_OPENER {
                 match Store::open(&path) {
                     Ok(store) => drop(store),
                     Err(e) => {
@@ -84,9 +126,9 @@ fn opening_a_shared_store_while_others_commit_never_fails_spuriously() {
                         first.get_or_insert(e.to_string());
                     }
                 }
-                opens += 1;
             }
-            println!("OUT opens={opens} failures={failures} first={first:?}");
+            std::fs::write(dir.join(format!("done-{me}")), b"").unwrap();
+            println!("OUT opens={OPENS_PER_OPENER} failures={failures} first={first:?}");
             return;
         }
         Some(_) => return,
@@ -111,27 +153,32 @@ fn opening_a_shared_store_while_others_commit_never_fails_spuriously() {
     };
     let children: Vec<_> = (0..2)
         .map(|me| spawn_child(OPENS, "committer", &env(me)))
-        .chain((0..2).map(|me| spawn_child(OPENS, "opener", &env(me))))
+        .chain((0..2).map(|me| spawn_delayed_opener(&env(me))))
         .collect();
-    let mut total_opens = 0;
+    let (mut total_opens, mut commits, mut failed) = (0, 0, Vec::new());
     for child in children {
         for line in finish(child) {
             if let Some(rest) = line.strip_prefix("opens=") {
                 let (opens, rest) = rest.split_once(' ').unwrap();
                 total_opens += opens.parse::<u64>().unwrap();
-                assert!(rest.starts_with("failures=0 "), "an open failed: {line}");
+                if !rest.starts_with("failures=0 ") {
+                    failed.push(line.clone());
+                }
+            } else if let Some(n) = line.strip_prefix("committed ") {
+                commits += n.parse::<u64>().unwrap();
             }
         }
     }
-    assert!(total_opens > 0, "the openers opened while the commits ran");
-    println!(
-        "{total_opens} opens during {} commits, none failed",
-        2 * COMMITS_PER_WRITER
+    assert!(
+        failed.is_empty(),
+        "opens failed while {commits} commits ran: {failed:?}"
     );
+    assert!(commits >= 2, "the commits ran while the openers opened");
+    println!("{total_opens} delayed opens during {commits} commits, none failed");
     let store = Store::open(&path).unwrap();
     assert_eq!(store.integrity_check().unwrap(), vec!["ok".to_string()]);
     let f = store.function("f", 1).unwrap();
-    assert_eq!(store.count_results(f.tag).unwrap(), 2 * COMMITS_PER_WRITER);
+    assert_eq!(store.count_results(f.tag).unwrap(), commits);
 }
 
 const CREATES: &str = "processes_creating_one_store_at_once_all_open_it";

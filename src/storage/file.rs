@@ -28,7 +28,7 @@ pub enum FileState {
 
 /// How many times an inspection is repeated when the file changed while it was read (a commit
 /// or checkpoint of another client in progress) before the last reading is taken as it is.
-const STABLE_READS: u32 = 50;
+const STABLE_READS: u32 = 20;
 
 /// The path SQLite and memotag use for a store: symlinks resolved, so that every name of one
 /// store file means one lock directory, one blob folder and one journal (SQLite names its
@@ -86,25 +86,42 @@ fn inspect_readings(
     mut hot_side_file: impl FnMut() -> bool,
 ) -> Result<FileState, OpenError> {
     let mut last = None;
-    for attempt in 0..STABLE_READS {
+    for _ in 0..STABLE_READS {
         let first = read()?;
-        let Reading::Header { len, header } = &first else {
-            return decide(path, first, false);
-        };
+        // The common case, one reading: only a file that looks truncated is looked at twice
+        // (a truncated file never changes, so a disturbed reading cannot hide one).
+        if !matches!(
+            decide(path, &first, false),
+            Err(OpenError::Truncated { .. })
+        ) {
+            return decide(path, &first, false);
+        }
         let recovering = hot_side_file();
         let second = read()?;
-        let same =
-            matches!(&second, Reading::Header { len: l2, header: h2 } if l2 == len && h2 == header);
-        if same {
-            return decide(path, second, recovering);
+        if same_reading(&first, &second) {
+            return decide(path, &second, recovering);
         }
         last = Some(second);
-        if attempt > 2 {
-            std::thread::sleep(std::time::Duration::from_millis(1 + u64::from(attempt)));
-        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     // Changing all the time: some client is busy writing it, which a truncated file is not.
-    decide(path, last.expect("read at least once"), true)
+    decide(path, &last.expect("read at least once"), true)
+}
+
+fn same_reading(a: &Reading, b: &Reading) -> bool {
+    match (a, b) {
+        (
+            Reading::Header {
+                len: l1,
+                header: h1,
+            },
+            Reading::Header {
+                len: l2,
+                header: h2,
+            },
+        ) => l1 == l2 && h1 == h2,
+        _ => false,
+    }
 }
 
 /// One reading of a path: its length and first 100 bytes, read through one open file (the
@@ -127,21 +144,17 @@ fn read_header(path: &Path) -> Result<Reading, OpenError> {
             }
         }
     };
-    let meta = file.metadata().map_err(|e| StorageError::io(path, e))?;
-    if meta.is_dir() {
-        return Ok(Reading::Directory);
-    }
     let mut header = Vec::with_capacity(100);
-    (&mut file)
+    let header_read = (&mut file)
         .take(100)
         .read_to_end(&mut header)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EISDIR) => OpenError::NotAStore {
-                path: path.to_path_buf(),
-                reason: "it is a directory".to_string(),
-            },
-            _ => StorageError::io(path, e).into(),
-        })?;
+        .map_err(|e| StorageError::io(path, e));
+    if header_read.is_err() {
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Ok(Reading::Directory);
+        }
+    }
+    header_read?;
     // The length after the header: a file that grew while it was read is seen grown.
     let len = file
         .metadata()
@@ -160,7 +173,7 @@ fn has_hot_side_file(path: &Path) -> bool {
     })
 }
 
-fn decide(path: &Path, reading: Reading, recovering: bool) -> Result<FileState, OpenError> {
+fn decide(path: &Path, reading: &Reading, recovering: bool) -> Result<FileState, OpenError> {
     let not_a_store = |reason: &str| OpenError::NotAStore {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -169,7 +182,7 @@ fn decide(path: &Path, reading: Reading, recovering: bool) -> Result<FileState, 
         Reading::Missing => return Ok(FileState::Missing),
         Reading::Directory => return Err(not_a_store("it is a directory")),
         Reading::Header { len: 0, .. } => return Ok(FileState::Empty),
-        Reading::Header { len, header } => (len, header),
+        Reading::Header { len, header } => (*len, header),
     };
     if header.len() < SQLITE_MAGIC.len() || &header[..16] != SQLITE_MAGIC {
         return Err(not_a_store("it is not a SQLite database"));
