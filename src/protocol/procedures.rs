@@ -2,8 +2,9 @@
 //!
 //! To change an operation: add a generation with a higher number whose wire type is the new
 //! model, and turn the old current generation into an explicit wire type with conversions (as
-//! `SchemaChangeV1` and `RecordV1` below). Never change the meaning of an existing generation:
-//! the golden samples in `tests/fixtures/wire/` pin them.
+//! `SchemaChangeV1`, `RecordV1` and `RecordV2` below). Never change the meaning of an existing
+//! generation, nor reuse its number: the golden samples in `tests/fixtures/wire/` and their
+//! hashes in `RELEASED.b3sum` pin them.
 
 use std::sync::LazyLock;
 
