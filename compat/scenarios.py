@@ -83,6 +83,7 @@ class Cell:
     observed: str
     ok: bool
     detail: str = ""
+    check: bool = False  # a check of the store's state, not something a build did to it
 
 
 def source_facts(src: Path) -> tuple[int, int, int]:
@@ -105,18 +106,21 @@ class Matrix:
     def __init__(self, old: Build, new: Build, work: Path):
         self.old, self.new, self.work = old, new, work
         self.cells: list[Cell] = []
+        self.short: dict[str, str] = {}
         self.scenario = ""
         self.counter = 0
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
-    def begin(self, title: str) -> None:
+    def begin(self, ident: str, short: str, title: str) -> None:
+        """A scenario: `ident` and `short` name it in the summary, `title` says what it does."""
         self.scenario = title
+        self.short[title] = f"{ident:<9}{short}"
         print(f"\n== {title}", flush=True)
 
-    def cell(self, step, build, expected, observed, ok, detail="") -> bool:
+    def cell(self, step, build, expected, observed, ok, detail="", check=False) -> bool:
         label = build.key if isinstance(build, Build) else build
-        c = Cell(self.scenario, step, label, expected, observed, bool(ok), detail)
+        c = Cell(self.scenario, step, label, expected, observed, bool(ok), detail, check)
         self.cells.append(c)
         mark = "ok  " if c.ok else "FAIL"
         print(f"  {mark} [{label}] {step}: expected {expected}; observed {observed}", flush=True)
@@ -267,7 +271,7 @@ class Matrix:
         observed = "read-only" if ro else f"{result.get('error', 'opened read-write')}"
         return self.cell(step, build, "read-only", observed, ro, result.get("message", ""))
 
-    def read_all(self, build: Build, store: StoreState, readonly=False, step=None) -> bool:
+    def read_all(self, build: Build, store: StoreState, readonly=False, step=None, check=False) -> bool:
         """Opens the store and looks up every acknowledged result."""
         step = step or f"opens{' read-only' if readonly else ''}, reads every acknowledged result"
         expected = self.expected_open(build, store)
@@ -279,27 +283,28 @@ class Matrix:
         if not result["ok"]:
             return self.cell(step, build, f"works ({len(xs)} results)",
                              f"{result['error']}: {result['message'][:160]}", False,
-                             result.get("traceback", result["message"]))
+                             result.get("traceback", result["message"]), check)
         bad = result["missing"] or result["wrong"] or result["conflicts"]
         observed = (f"works ({result['checked']} present and correct)" if not bad else
                     f"{len(result['missing'])} missing, {len(result['wrong'])} wrong, "
                     f"{result['conflicts']} conflicts")
         return self.cell(step, build, f"works ({len(xs)} present and correct)", observed, not bad,
-                         f"missing {result['missing'][:20]} wrong {result['wrong'][:20]}")
+                         f"missing {result['missing'][:20]} wrong {result['wrong'][:20]}", check)
 
     def check_levels(self, store: StoreState, when: str) -> bool:
         i = self.info(store)
         got = (i["format_generation"], i["mode"], i["read_level"], i["write_level"])
         want = (store.format, store.mode, store.read, store.write)
         fmt = "format {}, {}, levels {}/{}"
-        return self.cell(f"store {when}", "new", fmt.format(*want), fmt.format(*got), got == want)
+        return self.cell(f"store {when}", "new", fmt.format(*want), fmt.format(*got), got == want,
+                         check=True)
 
     def final(self, store: StoreState) -> bool:
         self.check_levels(store, "at the end")
         ok, detail = self.integrity(store)
         self.cell("integrity (SQLite integrity_check, memotag check)", "new", "ok",
-                  "ok" if ok else "DAMAGED", ok, detail)
-        self.read_all(self.new, store, readonly=True,
+                  "ok" if ok else "DAMAGED", ok, detail, check=True)
+        self.read_all(self.new, store, readonly=True, check=True,
                       step="every acknowledged result present and correct (read-only)")
         return ok
 
@@ -345,7 +350,7 @@ class Matrix:
                 rows = json.loads(out)
                 xs = {row.get("inputs", {}).get("x") for row in rows}
                 self.cell("calls lists every acknowledged result", build,
-                          f"{len(store.acked)} calls", f"{len(xs)} calls", xs == store.acked)
+                          f"{len(store.acked)} calls", f"{len(xs)} calls", xs == store.acked, check=True)
 
     def concurrent(self, store: StoreState, n: int, per_build=2) -> None:
         """`per_build` processes of each build start recording together (a file barrier: each
@@ -396,7 +401,8 @@ class Matrix:
             overlap = min(w[1] for w in windows.values()) - max(w[0] for w in windows.values())
             lengths = "/".join(f"{w[1] - w[0]:.1f}" for w in windows.values())
             self.cell("the two builds' writers overlapped in time", "both", "yes",
-                      f"{overlap:.1f} s of {lengths} s" if overlap > 0 else "no", overlap > 0)
+                      f"{overlap:.1f} s of {lengths} s" if overlap > 0 else "no", overlap > 0,
+                      check=True)
 
 
 def describe(xs_one, xs_batch) -> str:
@@ -425,8 +431,9 @@ def R(a, b):
 def old_creates(m: Matrix, mode: str) -> None:
     """Old creates; new opens, reads, writes; old again; new migrates; old after migration."""
     old, new = m.old, m.new
-    m.begin(f"A/{mode}: {old.label} creates a {mode} store; {new.label} uses it; {old.label} again; "
-            f"{new.label} migrates it")
+    m.begin(f"A/{mode}", f"old creates a {mode} store; new, old use it; new migrates; old",
+            f"A/{mode}: {old.label} creates a {mode} store; {new.label} uses it; {old.label} again; "
+            f"{new.label} migrates it; {old.label} again")
     s = m.new_store(f"old-creates-{mode}")
     m.create(old, s, mode, R(0, 100), R(100, 200))
     m.check_levels(s, f"after {old.label} created it")
@@ -447,7 +454,8 @@ def old_creates(m: Matrix, mode: str) -> None:
 
 def new_creates(m: Matrix, mode: str) -> None:
     old, new = m.old, m.new
-    m.begin(f"B/{mode}: {new.label} creates a {mode} store; {old.label} opens it")
+    m.begin(f"B/{mode}", f"new creates a {mode} store; old opens it",
+            f"B/{mode}: {new.label} creates a {mode} store; {old.label} opens it")
     s = m.new_store(f"new-creates-{mode}")
     m.create(new, s, mode, R(0, 100), R(100, 200))
     m.check_levels(s, f"after {new.label} created it")
@@ -463,7 +471,9 @@ def writers(m: Matrix, mode: str, creator: Build, migrate: bool, rounds: int) ->
     what = f"{creator.label} creates a {mode} store"
     if migrate:
         what += f", {new.label} migrates it"
-    m.begin(f"C/{mode}: {what}; {old.label} and {new.label} write it at the same time ({rounds} rounds)")
+    m.begin(f"C/{mode}", f"{creator.key} creates{', new migrates' if migrate else ''}; "
+            f"2 old + 2 new writers at once, x{rounds}",
+            f"C/{mode}: {what}; {old.label} and {new.label} write it at the same time ({rounds} rounds)")
     for r in range(rounds):
         s = m.new_store(f"writers-{mode}-{creator.key}{'-migrated' if migrate else ''}-{r}")
         m.create(creator, s, mode, R(0, 50), [])
@@ -483,7 +493,8 @@ def writers(m: Matrix, mode: str, creator: Build, migrate: bool, rounds: int) ->
 def new_cli_on_old_store(m: Matrix, mode: str) -> None:
     old, new = m.old, m.new
     other = "shared" if mode == "local" else "local"
-    m.begin(f"D/{mode}: maintenance by both CLIs on a {mode} store {old.label} created and "
+    m.begin(f"D/{mode}", f"both CLIs on old's {mode} store (format {old.format})",
+            f"D/{mode}: maintenance by both CLIs on a {mode} store {old.label} created and "
             f"{new.label} wrote (format {old.format})")
     s = m.new_store(f"cli-old-store-{mode}")
     m.create(old, s, mode, R(0, 150), R(150, 200))
@@ -523,7 +534,8 @@ def old_set_mode(m: Matrix) -> None:
     """The old build switches its own store's mode: the store stays format 4 with levels 1, and
     both builds follow its lock method."""
     old, new = m.old, m.new
-    m.begin(f"E: {old.label} switches the mode of a store it created (format {old.format}); "
+    m.begin("E", "old set-mode on its own store; new and old use it",
+            f"E: {old.label} switches the mode of a store it created (format {old.format}); "
             f"{new.label} uses it in each mode")
     s = m.new_store("old-set-mode")
     m.create(old, s, "local", R(0, 100), [])
@@ -544,7 +556,8 @@ def old_set_mode(m: Matrix) -> None:
 def old_cli_on_new_store(m: Matrix, mode: str) -> None:
     old, new = m.old, m.new
     other = "shared" if mode == "local" else "local"
-    m.begin(f"F/{mode}: {old.label}'s CLI on a {mode} store {new.label} created (format {new.format})")
+    m.begin(f"F/{mode}", f"old CLI on new's {mode} store (format {new.format})",
+            f"F/{mode}: {old.label}'s CLI on a {mode} store {new.label} created (format {new.format})")
     s = m.new_store(f"cli-new-store-{mode}")
     m.create(new, s, mode, R(0, 150), R(150, 200))
     m.maintenance(old, s, "info", "--format", "json", expected="works", changes_file=False)
@@ -564,8 +577,48 @@ def old_cli_on_new_store(m: Matrix, mode: str) -> None:
 # ---- output ------------------------------------------------------------------------------------
 
 
+def outcome(c: Cell) -> str:
+    """The kind of outcome a cell had: works, refused (why), read-only, or WRONG."""
+    if not c.ok:
+        return "WRONG"
+    return re.sub(r"(, files unchanged| \(\d+ [^)]*\))$", "", c.expected)
+
+
+def summary(m: Matrix) -> list:
+    """One line per scenario: what each build's steps came to, and the checks of the store."""
+    scenarios = list(dict.fromkeys(c.scenario for c in m.cells))
+    old_head, new_head = f"old ({m.old.label})", "new (working tree)"
+    rows = []
+    for sc in scenarios:
+        cells = [c for c in m.cells if c.scenario == sc]
+        row = [m.short.get(sc, sc)]
+        for key in ("old", "new"):
+            counts = {}
+            for c in cells:
+                if c.build == key and not c.check:
+                    counts[outcome(c)] = counts.get(outcome(c), 0) + 1
+            row.append(", ".join(f"{k} ×{n}" for k, n in counts.items()) or "-")
+        checks = [c for c in cells if c.check]
+        row.append(f"{sum(c.ok for c in checks)}/{len(checks)} ok")
+        row.append("ok" if all(c.ok for c in cells) else "WRONG")
+        rows.append(row)
+    head = ["scenario", old_head, new_head, "checks", "verdict"]
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    widths[0] = min(widths[0], 100)
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    out = [fmt.format(*head), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    for r in rows:
+        out.append(fmt.format(r[0][:100], *r[1:]))
+    return out
+
+
 def render(m: Matrix, header: str, seconds: float) -> str:
-    lines = [header, ""]
+    lines = [header, "",
+             "Summary: what each build's steps came to (works, or refused where the rules say so), "
+             "and the checks of",
+             "each store (levels, integrity, every acknowledged result, overlap of the writers).", ""]
+    lines += summary(m)
+    lines += ["", "Every step:"]
     widths = {"step": 0, "build": 5, "expected": 0, "observed": 0}
     for c in m.cells:
         widths["step"] = min(max(widths["step"], len(c.step)), 78)
@@ -642,6 +695,7 @@ def main() -> int:
     except Exception as e:  # a harness failure is a failed run, with what was done so far
         import traceback
 
+        m.begin("-", "harness", "harness")
         m.cell("harness", "-", "runs to the end", f"{type(e).__name__}: {e}", False, traceback.format_exc())
     text = render(m, header, time.monotonic() - started)
     a.matrix.parent.mkdir(parents=True, exist_ok=True)
