@@ -530,6 +530,60 @@ def new_cli_on_old_store(m: Matrix, mode: str) -> None:
     m.final(s)
 
 
+def migrate_under_writers(m: Matrix, mode: str) -> None:
+    """A rolling upgrade: the new build migrates a store while an old and a new process are
+    writing it. Sessions check levels when they open, so the old process keeps writing after the
+    migration (v0.1.0 takes the lease lock in shared mode, so that is safe); every acknowledged
+    result must be there. `migrate` may also refuse while others hold the store."""
+    old, new = m.old, m.new
+    m.begin(f"G/{mode}", f"new migrates while old and new write ({mode}, format {old.format})",
+            f"G/{mode}: {new.label} migrates a {mode} store {old.label} created, while a {old.label} "
+            f"and a {new.label} process write it")
+    s = m.new_store(f"migrate-under-writers-{mode}")
+    m.create(old, s, mode, R(0, 50), [])
+    n = 2000 if mode == "local" else 300
+    barrier = s.path.parent.parent / "barrier"
+    barrier.mkdir()
+    procs = []
+    for i, build in enumerate((old, new)):
+        ack = s.path.parent.parent / f"ack-{build.key}-writer"
+        xs = R(1000 + i * n // 2, 1000 + i * n // 2 + n)
+        spec = {"path": str(s.path), "mode": "auto", "ack": str(ack), "one_by_one": xs,
+                "barrier": str(barrier), "parties": 3}
+        procs.append((build, ack, subprocess.Popen(m.worker_args(build, "write", spec),
+                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                   text=True, env=m.env())))
+    (barrier / "driver").write_text("ready")
+    old_ack = procs[0][1]
+    deadline = time.monotonic() + 120
+    while len(read_acks(old_ack)) < n // 3 and time.monotonic() < deadline and procs[0][2].poll() is None:
+        time.sleep(0.002)
+    at_migration = len(read_acks(old_ack))
+    rc, out, err = m.cli(new, "migrate", s.path)
+    in_use = rc != 0 and ("in use" in err or "holds" in err or "busy" in err.lower())
+    m.cell(f"memotag migrate while the writers run ({at_migration} of old's {n} recorded)", new,
+           "works (or refused: in use)",
+           "works" if rc == 0 else ("refused (in use)" if in_use else f"exit {rc}: {err[:160]}"),
+           rc == 0 or in_use, err)
+    if rc == 0:
+        s.format = new.format
+        s.raise_levels_for_shared(new)
+    for build, ack, p in procs:
+        o, e = p.communicate(timeout=900)
+        result = m.parse_worker(o, e, p.returncode)
+        acked = read_acks(ack)
+        s.acked |= acked
+        good = result["ok"] and len(acked) == n
+        after = f", {len(acked) - at_migration} after the migration" if build is old and rc == 0 else ""
+        m.cell(f"a process records {n} calls one by one across the migration", build,
+               "works", f"works ({len(acked)} recorded{after})" if good else
+               f"{result.get('error')}: {result.get('message', '')[:160]}", good,
+               result.get("traceback", result.get("message", "")))
+    shutil.rmtree(barrier, ignore_errors=True)
+    m.final(s)
+    m.read_all(old, s)
+
+
 def old_set_mode(m: Matrix) -> None:
     """The old build switches its own store's mode: the store stays format 4 with levels 1, and
     both builds follow its lock method."""
@@ -657,7 +711,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("COMPAT_ROUNDS", "3")),
                     help="rounds of each concurrent-writers scenario (COMPAT_ROUNDS, default 3)")
     ap.add_argument("--only", default=os.environ.get("COMPAT_ONLY", ""),
-                    help="comma-separated scenario letters to run (A-F; COMPAT_ONLY), default all")
+                    help="scenario letters to run (A-G; COMPAT_ONLY), default all")
     a = ap.parse_args()
 
     new_desc = subprocess.run(["git", "-C", str(a.new_src), "describe", "--always", "--dirty"],
@@ -671,7 +725,7 @@ def main() -> int:
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     m = Matrix(old, new, a.work)
-    only = set(a.only.upper().replace(",", "")) or set("ABCDEF")
+    only = set(a.only.upper().replace(",", "")) or set("ABCDEFG")
     started = time.monotonic()
     try:
         for mode in ("local", "shared"):
@@ -692,6 +746,9 @@ def main() -> int:
                 old_cli_on_new_store(m, mode)
         if "E" in only:
             old_set_mode(m)
+        for mode in ("local", "shared"):
+            if "G" in only:
+                migrate_under_writers(m, mode)
     except Exception as e:  # a harness failure is a failed run, with what was done so far
         import traceback
 
