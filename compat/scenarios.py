@@ -635,7 +635,7 @@ def outcome(c: Cell) -> str:
     """The kind of outcome a cell had: works, refused (why), read-only, or WRONG."""
     if not c.ok:
         return "WRONG"
-    return re.sub(r"(, files unchanged| \(\d+ [^)]*\))$", "", c.expected)
+    return re.sub(r"(, files unchanged| \(\d+ [^)]*\))$", "", c.observed)
 
 
 def summary(m: Matrix) -> list:
@@ -758,7 +758,8 @@ def main() -> int:
     a.matrix.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{a.matrix}.txt").write_text(text)
     Path(f"{a.matrix}.json").write_text(json.dumps(
-        {"old": vars(old), "new": vars(new), "cells": [vars(c) for c in m.cells]}, indent=1))
+        {"old": vars(old), "new": vars(new), "scenarios": m.short, "cells": [vars(c) for c in m.cells]},
+        indent=1))
     print("\n" + text)
     print(f"matrix written to {a.matrix}.txt and {a.matrix}.json")
     return 0 if all(c.ok for c in m.cells) else 1
