@@ -321,8 +321,8 @@ class Matrix:
         if expected == "works":
             ok = rc == 0 and (changes_file or not changed)
             observed = "works" if rc == 0 else f"exit {rc}: {err[:160]}"
-            if changed and not changes_file:
-                observed += f"; CHANGED: {changed}"
+            if not changes_file:
+                observed += f"; CHANGED: {changed}" if changed else ", files unchanged"
             want = "works" if changes_file else "works, files unchanged"
             self.cell(step, build, want, observed, ok, err)
             return ok, out
