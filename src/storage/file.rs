@@ -159,10 +159,8 @@ fn read_header(path: &Path) -> Result<Reading, OpenError> {
         .take(100)
         .read_to_end(&mut header)
         .map_err(|e| StorageError::io(path, e));
-    if header_read.is_err() {
-        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-            return Ok(Reading::Directory);
-        }
+    if header_read.is_err() && std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Ok(Reading::Directory);
     }
     header_read?;
     // The length after the header: a file that grew while it was read is seen grown.
