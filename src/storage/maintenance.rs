@@ -296,13 +296,16 @@ pub fn referenced_values(
     Ok(refs)
 }
 
+/// What [`visit_result_inputs`] calls for each row: `(seq, call_id, input value ids)`.
+pub type ResultInputsVisitor<'a> = dyn FnMut(i64, &[u8], &[Option<ValueId>]) + 'a;
+
 /// Visits every row of a memo table with its call id and the value ids in `columns` (input
 /// columns, in order; `None` for NULL or a malformed id): `visit(seq, call_id, ids)`.
 pub fn visit_result_inputs(
     conn: &Connection,
     table: &str,
     columns: &[String],
-    visit: &mut dyn FnMut(i64, &[u8], &[Option<ValueId>]),
+    visit: &mut ResultInputsVisitor<'_>,
 ) -> Result<(), StorageError> {
     let mut sql = String::from("SELECT seq, call_id");
     for c in columns {
