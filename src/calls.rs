@@ -271,7 +271,7 @@ fn derive_ids(
 }
 
 /// Checks that every value of a result can be read back once stored: the call's inputs and
-/// `outputs` (named by `output_names`, in order).
+/// `outputs` (in the order of the function's outputs, which name them in the error).
 ///
 /// # Errors
 ///
