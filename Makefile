@@ -1,5 +1,6 @@
 # The two commands: `make demo` (quickstart on a local store) and `make test` (every test).
 # `make bench` (not part of `make test`) measures memotag against bare SQLite and its peers.
+# `make compat` (not part of `make test`) runs this tree against earlier releases (compat/).
 # Both install what they need: Python tools go into .venv/ at the repo root.
 
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: demo test test-rust test-python test-netfs venv develop bench clean lint
+.PHONY: demo test test-rust test-python test-netfs venv develop bench compat clean lint
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +61,15 @@ bench: $(VPY)
 	$(BENCH_ENV) benches/run.sh
 	$(VPY) benches/peers.py $(PEERS_ARGS)
 	@echo "\nbenchmark outputs: $(BENCH_OUT)/rust.json, $(BENCH_OUT)/peers.json, $(BENCH_OUT)/peers.png"
+
+# Compatibility with earlier releases (compat/run.sh, README "Compatibility checks"): builds each
+# release point of compat/releases into <target>/compat/<tag>/ (once per commit), then runs the
+# old/new matrix of compat/scenarios.py; the matrix is printed and kept in
+# <target>/compat/matrix-<tag>.txt. COMPAT_RELEASES="v0.1.0" picks releases, COMPAT_ROUNDS the
+# rounds of the concurrent-writer scenarios (default 3).
+compat: develop
+	CARGO="$(CARGO)" PYTHON="$(PYTHON)" COMPAT_NEW_PYTHON="$(abspath $(VPY))" \
+		MATURIN="$(abspath $(VENV))/bin/maturin" bash compat/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::code::{judge, CodeRecord, Reader, SourceText, Verdict};
 use crate::protocol::procedures::{
-    Answer, LookupAnswer, LookupRequest, PackageRow, Query, RecordRequest, ResultsWith,
+    self, Answer, LookupAnswer, LookupRequest, PackageRow, Query, RecordRequest, ResultsWith,
     CALL_LOOKUP, CALL_QUERY, CALL_RECORD, CALL_RECORD_BATCH, CODE_PACKAGES, CODE_PREFLIGHT,
     CODE_RECORD, CODE_RESULTS_WITH, CODE_SOURCE, LOCAL_MENU, SCHEMA_CHANGE, SCHEMA_LOG, VALUE_GET,
 };
@@ -516,6 +516,17 @@ impl Store {
         self.session.lock().record(request)
     }
 
+    /// Fails with `NoCommonGeneration` (naming `memotag migrate`), before any I/O, unless this
+    /// session can record results with a code record through both `call.record` and
+    /// `call.record_batch`: a store not migrated to format generation 5 cannot.
+    /// [`Store::record_with_code`] checks the same for each non-empty record; bindings that
+    /// always capture code (the Python decorator) ask first.
+    pub fn can_record_code(&self) -> Result<(), VersionError> {
+        let s = self.session.lock();
+        procedures::require_code_records(&s.selection, CALL_RECORD.method)?;
+        procedures::require_code_records(&s.selection, CALL_RECORD_BATCH.method)
+    }
+
     /// The canonical outputs of the newest result of this call, whatever code it ran, or `None`.
     pub fn lookup(&self, call: &BoundCall) -> Result<Option<Hit>, CallError> {
         Ok(self.session.lock().lookup(call, None)?.hit)
@@ -546,7 +557,14 @@ impl Store {
     }
 
     /// The code record with this store id (`Hit::code`, `ResultRow::code`).
+    ///
+    /// Id 0 is the empty record in every store (results recorded without code, and every result
+    /// of a store older than format generation 4): it is answered here, so listing such results
+    /// works with a store that does not offer `code.record`.
     pub fn code_record(&self, id: i64) -> Result<Option<CodeRecord>, CallError> {
+        if id == 0 {
+            return Ok(Some(CodeRecord::default()));
+        }
         let mut s = self.session.lock();
         let selection = s.selection.clone();
         let db = &mut s.db;
@@ -974,6 +992,15 @@ impl Session {
     fn record(&mut self, request: RecordRequest) -> Result<RecordOutcome, CallError> {
         if self.db.is_read_only() {
             return Err(self.db.read_only_error().into());
+        }
+        if !request.code.is_empty() {
+            // Refused here, before anything is buffered or written: in a batch the failure would
+            // otherwise come at the flush and take the batch's other results with it.
+            let method = match self.batch {
+                Some(_) => CALL_RECORD_BATCH.method,
+                None => CALL_RECORD.method,
+            };
+            procedures::require_code_records(&self.selection, method)?;
         }
         self.check_outputs(request.call.function(), request.outputs.len())?;
         // Ids are re-derived on every record, however the call was made; and nothing is stored

@@ -681,7 +681,10 @@ fn info_reports_generation_mode_counts_and_size() {
     assert!(info["size"]["blobs"].as_u64().unwrap() > 5_000);
     assert!(info["size"]["total"].as_u64().unwrap() >= info["size"]["database"].as_u64().unwrap());
     assert_eq!(info["protocol"], 1);
-    assert_eq!(info["procedures"]["call.record"], serde_json::json!([1, 2]));
+    assert_eq!(
+        info["procedures"]["call.record"],
+        serde_json::json!([1, 2, 3])
+    );
     assert_eq!(info["procedures"]["call.lookup"], serde_json::json!([1, 2]));
 }
 

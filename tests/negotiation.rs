@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use common::{decode, file_bytes, int};
 use memotag::protocol::procedures::{
-    format1_menu, RecordRequest, RecordV1, SchemaChangeV1, CALL_RECORD, LOCAL_MENU, SCHEMA_CHANGE,
+    format1_menu, RecordRequest, RecordV1, RecordV2, SchemaChangeV1, CALL_RECORD, LOCAL_MENU,
+    SCHEMA_CHANGE,
 };
 use memotag::protocol::{build_menu, negotiate, Menu, Selection, VersionError, Wire, PROTOCOL};
 use memotag::storage::maintenance::MigrateOutcome;
@@ -42,7 +43,7 @@ fn an_old_client_records_through_generation_1_and_a_new_client_finds_it() {
         .open(&path)
         .unwrap();
     assert_eq!(old.generation("call.record").unwrap(), 1);
-    assert_eq!(new.generation("call.record").unwrap(), 2);
+    assert_eq!(new.generation("call.record").unwrap(), 3);
     let call = old.bind(f.tag, vec![(f.inputs[0].tag, int(3))]).unwrap();
     assert!(matches!(
         old.record(&call, vec![int(9)]).unwrap(),
@@ -125,10 +126,10 @@ fn disjoint_menus_fail_to_open_naming_both_sides() {
         panic!("{err}")
     };
     assert_eq!(local.generations("call.record"), vec![7]);
-    assert_eq!(remote.generations("call.record"), vec![1, 2]);
+    assert_eq!(remote.generations("call.record"), vec![1, 2, 3]);
     let message = err.to_string();
     assert!(
-        message.contains("call.record: [7]") && message.contains("call.record: [1, 2]"),
+        message.contains("call.record: [7]") && message.contains("call.record: [1, 2, 3]"),
         "{message}"
     );
     assert_eq!(file_bytes(&path), before);
@@ -143,11 +144,11 @@ fn a_method_without_a_common_generation_fails_alone() {
         .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
         .unwrap();
     drop(new);
-    // A client that only knows generation 3 of call.record (say, a future one with it retired).
+    // A client that only knows generation 4 of call.record (say, a future one with it retired).
     let menu = LOCAL_MENU.clone().intersect(&LOCAL_MENU.clone());
     let mut menu = menu;
     menu.0
-        .insert("call.record".to_string(), [3].into_iter().collect());
+        .insert("call.record".to_string(), [4].into_iter().collect());
     let client = OpenOptions::new().client_menu(menu).open(&path).unwrap();
     let call = client.bind(f.tag, vec![(f.inputs[0].tag, int(1))]).unwrap();
     let err = client.record(&call, vec![int(1)]).unwrap_err();
@@ -161,7 +162,7 @@ fn a_method_without_a_common_generation_fails_alone() {
     };
     assert_eq!(
         (method.as_str(), local.as_slice(), remote.as_slice()),
-        ("call.record", &[3][..], &[1, 2][..])
+        ("call.record", &[4][..], &[1, 2, 3][..])
     );
     // Everything else works.
     assert!(client.lookup(&call).unwrap().is_none());
@@ -350,8 +351,8 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
     );
     assert_eq!(file_bytes(&path), before);
 
-    // Migrating a format-1 store adds the procedures table and generation 2 of everything, and
-    // (format 3) the lock method.
+    // Migrating a format-1 store adds the procedures table with this build's menu (generation 3
+    // of call.record), (format 3) the lock method, (4) code records and (5) the levels.
     let old = fixture_copy(dir.path());
     let report = Store::migrate(&old).unwrap();
     assert_eq!(
@@ -368,7 +369,7 @@ fn file_levels_decide_read_only_and_refusal_and_migrate_moves_forward_only() {
         }
     );
     let store = Store::open(&old).unwrap();
-    assert_eq!(store.generation("call.record").unwrap(), 2);
+    assert_eq!(store.generation("call.record").unwrap(), 3);
     assert_eq!(
         store
             .count_results(store.function("squared", 1).unwrap().tag)
@@ -450,7 +451,7 @@ proptest! {
     }
 
     #[test]
-    fn records_survive_generation_1_when_they_have_no_code(xs in prop::collection::vec(any::<i64>(), 1..4), out in any::<i64>()) {
+    fn records_survive_generations_1_and_2_when_they_have_no_code(xs in prop::collection::vec(any::<i64>(), 1..4), out in any::<i64>()) {
         let dir = tempfile::tempdir().unwrap();
         let _ = dir;
         let function = memotag::FunctionTag(uuid::Uuid::from_u128(1));
@@ -462,6 +463,9 @@ proptest! {
         let request = RecordRequest::without_code(call, vec![int(out)]);
         let wire = RecordV1::downgrade(&request).unwrap();
         let back: RecordV1 = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
+        prop_assert_eq!(Wire::<RecordRequest>::upgrade(back), request.clone());
+        let wire = RecordV2::downgrade(&request).unwrap();
+        let back: RecordV2 = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
         prop_assert_eq!(Wire::<RecordRequest>::upgrade(back), request);
     }
 }

@@ -161,6 +161,9 @@ class Store(_memotag.Store):
 
         Decoration binds the function to the store (creating it, its version, or inputs for new
         parameters that have defaults), so incompatible changes raise here, not at call time.
+        Every result is recorded with the code it ran; a store that cannot hold code records
+        (one not migrated to format generation 5) raises :class:`VersionError` here, before
+        anything is written: run ``memotag migrate PATH`` once.
         """
         if code not in _CODE_MODES:
             raise ValueError(f"code= must be one of {_CODE_MODES}, not {code!r}")

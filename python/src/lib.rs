@@ -334,6 +334,22 @@ impl PyStore {
         };
         let py = slf.py();
         let store = slf.get().store(py)?;
+        // Every result of a memoized function is recorded with its code. A store that cannot
+        // hold code records (not migrated to format generation 5) is refused here, before the
+        // function is bound or anything computed; a read-only store records nothing anyway.
+        if !store.is_read_only() {
+            if let Err(e) = store.can_record_code() {
+                let path = store.path().display();
+                return Err(raise(
+                    py,
+                    "VersionError",
+                    format!(
+                        "@store.memo records the code each result ran with, which {path} (format generation {}) cannot hold: {e}. Run `memotag migrate {path}` once; nothing was changed",
+                        store.format_generation()
+                    ),
+                ));
+            }
+        }
         let mut parameters = Vec::new();
         let mut plan = Vec::new();
         for (pname, has_default, default, ignored) in params {

@@ -2,14 +2,15 @@
 //!
 //! To change an operation: add a generation with a higher number whose wire type is the new
 //! model, and turn the old current generation into an explicit wire type with conversions (as
-//! `SchemaChangeV1` and `RecordV1` below). Never change the meaning of an existing generation:
-//! the golden samples in `tests/fixtures/wire/` pin them.
+//! `SchemaChangeV1`, `RecordV1` and `RecordV2` below). Never change the meaning of an existing
+//! generation, nor reuse its number: the golden samples in `tests/fixtures/wire/` and their
+//! hashes in `RELEASED.b3sum` pin them.
 
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::{build_menu, Generation, Menu, Procedure, Wire};
+use super::{build_menu, Generation, Menu, Procedure, Selection, VersionError, Wire};
 use std::sync::Arc;
 
 use crate::calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
@@ -126,28 +127,58 @@ pub static SCHEMA_CHANGE: LazyLock<Procedure<SchemaChange, Option<u64>>> = LazyL
 pub static SCHEMA_LOG: LazyLock<Procedure<u64, Vec<LogEntry>>> =
     LazyLock::new(|| Procedure::new("schema.log", vec![Generation::new::<u64, Vec<LogEntry>>(1)]));
 
-/// Record one result. Generation 1 predates code records: it can only carry the empty one.
+/// Record one result. Generations 1 and 2 predate code records: they can only carry the empty
+/// one (2 carries the code as an integer, and only 0, the empty record, has a meaning outside
+/// the store that numbered it). Generation 3 carries the code record and its sources.
 pub static CALL_RECORD: LazyLock<Procedure<RecordRequest, RecordOutcome>> = LazyLock::new(|| {
     Procedure::new(
         "call.record",
         vec![
             Generation::new::<RecordV1, RecordOutcome>(1),
-            Generation::new::<RecordRequest, RecordOutcome>(2),
+            Generation::new::<RecordV2, RecordOutcome>(2),
+            Generation::new::<RecordRequest, RecordOutcome>(CODE_RECORDS_SINCE),
         ],
     )
 });
 
-/// Record many results in one transaction (a batch).
+/// Record many results in one transaction (a batch). Generations as `call.record`.
 pub static CALL_RECORD_BATCH: LazyLock<Procedure<Vec<RecordRequest>, Vec<RecordOutcome>>> =
     LazyLock::new(|| {
         Procedure::new(
             "call.record_batch",
             vec![
                 Generation::new::<Vec<RecordV1>, Vec<RecordOutcome>>(1),
-                Generation::new::<Vec<RecordRequest>, Vec<RecordOutcome>>(2),
+                Generation::new::<Vec<RecordV2>, Vec<RecordOutcome>>(2),
+                Generation::new::<Vec<RecordRequest>, Vec<RecordOutcome>>(CODE_RECORDS_SINCE),
             ],
         )
     });
+
+/// The first generation of `call.record` and `call.record_batch` that carries code records.
+pub const CODE_RECORDS_SINCE: u32 = 3;
+
+/// Fails, before any I/O, unless this session can record a result with a non-empty code record:
+/// `method` (`call.record` or `call.record_batch`) must have been negotiated at
+/// [`CODE_RECORDS_SINCE`] or later. A store file offers that generation once `memotag migrate`
+/// has moved it to format generation 5; an older one offers 1 and 2 only.
+///
+/// The error is `NoCommonGeneration` naming, on this side, the generations that can carry such
+/// a request (there is none in common for it), and the store's whole menu for the method.
+pub fn require_code_records(selection: &Selection, method: &str) -> Result<(), VersionError> {
+    if selection.generation(method)? >= CODE_RECORDS_SINCE {
+        return Ok(());
+    }
+    Err(VersionError::NoCommonGeneration {
+        method: method.to_string(),
+        local: selection
+            .local
+            .generations(method)
+            .into_iter()
+            .filter(|g| *g >= CODE_RECORDS_SINCE)
+            .collect(),
+        remote: selection.remote.generations(method),
+    })
+}
 
 /// The canonical outputs of the newest acceptable result of a call. Generation 1 predates
 /// reader code rules: it cannot carry them.
@@ -418,6 +449,70 @@ impl Wire<Vec<RecordRequest>> for Vec<RecordV1> {
 
     fn upgrade(self) -> Vec<RecordRequest> {
         self.into_iter().map(RecordV1::upgrade).collect()
+    }
+}
+
+// ---- generation 2 of call.record -----------------------------------------------------------------
+
+/// A result as generation 2 sends it (format generations 2 to 4 offer it): the bound call, the
+/// outputs and the code as an integer. The integer was a row of the receiving store's
+/// `code_records`; the builds that released this generation only ever sent 0, the empty record,
+/// and no other number means the same to two stores, so 0 is the only code this generation
+/// carries. A code record needs generation 3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordV2 {
+    pub call: BoundCall,
+    pub outputs: Vec<EncodedValue>,
+    pub code: EmptyCodeV2,
+}
+
+/// Generation 2's `"code"`: always the integer 0. Decoding any other number fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmptyCodeV2;
+
+impl Serialize for EmptyCodeV2 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i64(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EmptyCodeV2 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match i64::deserialize(deserializer)? {
+            0 => Ok(EmptyCodeV2),
+            other => Err(serde::de::Error::custom(format!(
+                "code {other} is a row number of the store that sent it; generation 2 can only carry code 0, the empty record"
+            ))),
+        }
+    }
+}
+
+impl Wire<RecordRequest> for RecordV2 {
+    fn downgrade(model: &RecordRequest) -> Result<Self, String> {
+        if !model.code.is_empty() {
+            return Err("the result carries a code record, which generation 2 cannot send (its code is an integer, and only 0, the empty record, means the same to every store); dropping it would file the result under other code (run `memotag migrate` on the store)".to_string());
+        }
+        // Sources only matter to the code record they belong to; with the empty one there are
+        // none to keep.
+        Ok(RecordV2 {
+            call: model.call.clone(),
+            outputs: model.outputs.clone(),
+            code: EmptyCodeV2,
+        })
+    }
+
+    fn upgrade(self) -> RecordRequest {
+        RecordRequest::without_code(self.call, self.outputs)
+    }
+}
+
+impl Wire<Vec<RecordRequest>> for Vec<RecordV2> {
+    fn downgrade(model: &Vec<RecordRequest>) -> Result<Self, String> {
+        model.iter().map(RecordV2::downgrade).collect()
+    }
+
+    fn upgrade(self) -> Vec<RecordRequest> {
+        self.into_iter().map(RecordV2::upgrade).collect()
     }
 }
 

@@ -18,7 +18,10 @@ pub struct BlobStore {
 
 impl BlobStore {
     /// The blob folder of the store at `store_path`: `<store_path>.blobs`.
+    /// The blob folder of the store at `store_path` (symlinks resolved: one folder per store,
+    /// however it is named).
     pub fn beside(store_path: &Path) -> BlobStore {
+        let store_path = super::file::resolve(store_path);
         let mut name = store_path.as_os_str().to_os_string();
         name.push(".blobs");
         BlobStore {

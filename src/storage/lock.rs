@@ -614,8 +614,10 @@ fn sweep_leftovers(dir: &Path) {
     }
 }
 
-/// `<store>.memotag-lock`.
+/// `<store>.memotag-lock`: the lock directory of the store at `store`, named after the resolved path (symlinks
+/// followed), so that every name of one store means one lock.
 pub fn lock_dir(store: &Path) -> PathBuf {
+    let store = super::file::resolve(store);
     let mut name = store.as_os_str().to_os_string();
     name.push(".memotag-lock");
     PathBuf::from(name)

@@ -62,7 +62,14 @@ pub fn open_for_inspection(path: &Path, read_only: bool) -> Result<Database, Ope
 /// The format generation of the store at `path`, refusing anything that is not a store (the
 /// file is only read, with `std::fs`).
 pub fn existing_generation(path: &Path) -> Result<u32, OpenError> {
-    match file::inspect(path)? {
+    let path = &file::resolve(path);
+    let lock = LockConfig {
+        lease: DEFAULT_LEASE,
+        wait: Duration::from_secs(60),
+        interrupt: None,
+        pause_before_commit: None,
+    };
+    match super::inspect_confirmed(path, &lock)? {
         FileState::Missing | FileState::Empty => Err(OpenError::NotFound {
             path: path.to_path_buf(),
         }),

@@ -102,9 +102,17 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Opens the store at `req.path`, creating it if the path is missing or a 0-byte file.
     /// Anything that is not a memotag store is refused before SQLite opens it.
+    ///
+    /// Every name of one store file (symlinks) opens the same store: the path is resolved
+    /// first, so that all its clients share one lock, one journal and one blob folder.
     pub fn open(req: &OpenRequest) -> Result<Database, OpenError> {
+        let resolved = OpenRequest {
+            path: file::resolve(&req.path),
+            ..req.clone()
+        };
+        let req = &resolved;
         let path = &req.path;
-        match file::inspect(path)? {
+        match inspect_confirmed(path, &req.lock)? {
             file::FileState::Missing | file::FileState::Empty if req.read_only => {
                 return Err(OpenError::NotFound { path: path.clone() });
             }
@@ -113,6 +121,7 @@ impl Database {
             // session handshake decides (see `handshake`).
             file::FileState::Store { .. } => {}
         }
+        refuse_hard_links(path)?;
         open_existing(req)
     }
 
@@ -567,6 +576,48 @@ fn connect(path: &Path, read_only: bool, vfs: Option<&str>) -> rusqlite::Result<
     }
 }
 
+/// `file::inspect`, with a truncation confirmed under the store's lease lock before it is
+/// believed: a shared-mode writer holds that lock for its whole commit, so under it the file is
+/// at rest. (A WAL file's only writer of the main file is a checkpoint, which `inspect` already
+/// sees through the WAL beside it.) If the lock cannot be taken, the lock-free verdict stands.
+pub(crate) fn inspect_confirmed(
+    path: &Path,
+    lock: &LockConfig,
+) -> Result<file::FileState, OpenError> {
+    match file::inspect(path) {
+        Err(OpenError::Truncated { .. }) if !file::is_wal(path) => {
+            match LeaseLock::beside(path, lock.clone()).acquire() {
+                Ok(held) => {
+                    let confirmed = file::inspect(path);
+                    drop(held);
+                    confirmed
+                }
+                Err(_) => file::inspect(path),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Refuses a store file with more than one hard link: SQLite names the journal and WAL after
+/// the name it was opened by, and memotag its lock and blob folder, so two names of one file
+/// would be two stores writing one file. (Symlinks are resolved instead; see `Database::open`.)
+fn refuse_hard_links(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.nlink() > 1 => Err(OpenError::NotAStore {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the file has {} hard links; memotag (like SQLite) names a store's journal, lock \
+                 and blob folder after its path, so two names of one file would corrupt it. \
+                 Keep one name (remove the other links, or copy the file with `cp`)",
+                meta.nlink()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Turns a missing path or a 0-byte file into a store. Concurrent creators serialize on SQLite's
 /// exclusive lock (and, for a shared-mode store, on the lease lock first, because SQLite's locks
 /// may not reach across hosts): the first applies the format, the others find it applied.
@@ -577,11 +628,11 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
     };
     let mode = req.mode.unwrap_or_else(|| Mode::detect(&dir));
     let method = req.lock_method.unwrap_or(LockMethod::for_mode(mode));
-    let held = match method {
-        LockMethod::LeaseDir => Some(LeaseLock::beside(&req.path, req.lock.clone()).acquire()?),
-        LockMethod::Posix => None,
-    };
-    let vfs = held.as_ref().map(|_| NO_LOCK_VFS);
+    // Every creator takes the lease lock, whatever the mode: until the new file is in WAL, an
+    // opener cannot tell a local store from a shared one and reads it under that lock (see
+    // `open_existing`), so the lock must keep it out of a half-created store of either mode.
+    let held = LeaseLock::beside(&req.path, req.lock.clone()).acquire()?;
+    let vfs = (method == LockMethod::LeaseDir).then_some(NO_LOCK_VFS);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -647,9 +698,20 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
 fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
     let path = &req.path;
     // A file in rollback-journal mode may be a shared store: read even its mode under the lease
-    // lock, as every shared-mode client reads everything. A WAL file is a local store.
-    let mut lease = (!file::is_wal(path)).then(|| LeaseLock::beside(path, req.lock.clone()));
-    let mut held = lease.as_ref().map(LeaseLock::acquire).transpose()?;
+    // lock, as every shared-mode client reads everything. A WAL file is a local store (one that
+    // a creator switched to WAL while we waited for the lock is one too).
+    let mut lease = None;
+    let mut held = None;
+    if !file::is_wal(path) {
+        let lock = LeaseLock::beside(path, req.lock.clone());
+        let taken = lock.acquire()?;
+        if file::is_wal(path) {
+            drop(taken);
+        } else {
+            lease = Some(lock);
+            held = Some(taken);
+        }
+    }
     let mut conn = connect(path, req.read_only, held.as_ref().map(|_| NO_LOCK_VFS))?;
     // While opening, wait as long as a write would: a client creating or converting the store at
     // the same moment holds it briefly, and opening must not fail for that.

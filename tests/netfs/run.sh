@@ -4,8 +4,8 @@
 # processes on both mounts (tests/netfs_scenarios.rs and tests/netfs/python_scenario.py).
 #
 # Needs root, /dev/fuse and apt (for openssh-server and sshfs). Where one is missing it prints one
-# `SKIPPED: ...` line and exits 0. Everything it starts is stopped and unmounted on exit, also on
-# failure.
+# `SKIPPED: ...` line and exits 0 — except under CI (CI=true, as root), where it fails.
+# Everything it starts is stopped and unmounted on exit, also on failure.
 #
 # Mount options, chosen to behave like NFS with close-to-open consistency rather than like a
 # local disk: no kernel_cache (sshfs then drops a file's cached pages whenever it is opened, which
@@ -20,16 +20,24 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-skip() { echo "SKIPPED: netfs rig: $*"; exit 0; }
+# Under CI (CI=true, as root) a rig that cannot run fails the run: CI never passes without it.
+skip() {
+    if [ "${CI:-}" = true ] && [ "$(id -u)" = 0 ]; then
+        echo "FAILED: netfs rig cannot run under CI: $*" >&2
+        exit 1
+    fi
+    echo "SKIPPED: netfs rig: $*"
+    exit 0
+}
 
 [ "$(id -u)" = 0 ] || skip "not root (needed to install packages and mount FUSE filesystems)"
 [ -c /dev/fuse ] || skip "/dev/fuse is missing"
-if ! command -v sshfs >/dev/null || ! [ -x /usr/sbin/sshd ]; then
-    command -v apt-get >/dev/null || skip "apt-get unavailable (to install openssh-server and sshfs)"
-    echo "netfs rig: installing openssh-server and sshfs"
+if ! command -v sshfs >/dev/null || ! [ -x /usr/sbin/sshd ] || ! [ -x /usr/bin/strace ]; then
+    command -v apt-get >/dev/null || skip "apt-get unavailable (to install openssh-server, sshfs and strace)"
+    echo "netfs rig: installing openssh-server, sshfs and strace"
     if ! { apt-get update -qq >/dev/null && \
-           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server sshfs >/dev/null; }; then
-        skip "apt-get could not install openssh-server and sshfs"
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server sshfs strace >/dev/null; }; then
+        skip "apt-get could not install openssh-server, sshfs and strace"
     fi
 fi
 FUSERMOUNT="$(command -v fusermount3 || command -v fusermount || true)"
@@ -93,5 +101,5 @@ PY="${NETFS_PYTHON:-$ROOT/.venv/bin/python}"
 if [ -x "$PY" ] && "$PY" -c 'import memotag' 2>/dev/null; then
     "$PY" tests/netfs/python_scenario.py "$MNT_A" "$MNT_B"
 else
-    echo "SKIPPED: netfs python scenario: no Python with memotag at $PY (run make develop)"
+    skip "python scenario: no Python with memotag at $PY (run make develop)"
 fi
