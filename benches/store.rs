@@ -56,7 +56,7 @@ fn sizes() -> Vec<u64> {
 }
 
 fn int(x: i64) -> EncodedValue {
-    EncodedValue::from_value(&Value::Int(x))
+    EncodedValue::from_value(&Value::Int(x)).expect("an int encodes")
 }
 
 /// The bare tables' key for call `x`: 16 bytes, spread like memotag's call ids.
@@ -209,7 +209,7 @@ fn bench_hit(c: &mut Criterion) {
         .unwrap();
         let call_ids: Vec<[u8; 16]> = xs
             .iter()
-            .map(|&k| store.bind(f.tag, vec![(x, int(k))]).unwrap().call_id.0)
+            .map(|&k| store.bind(f.tag, vec![(x, int(k))]).unwrap().call_id().0)
             .collect();
         let memo_sql = format!(
             "SELECT seq, code, outputs FROM \"memo_{}\" WHERE call_id = ?1 ORDER BY seq DESC LIMIT 1",

@@ -23,7 +23,7 @@ fn target_dir() -> PathBuf {
 }
 
 fn int(x: i64) -> EncodedValue {
-    EncodedValue::from_value(&Value::Int(x))
+    EncodedValue::from_value(&Value::Int(x)).expect("an int encodes")
 }
 
 fn remove_db(path: &Path) {

@@ -5,7 +5,7 @@ use memotag::{EncodedValue, FunctionSpec, InputSpec, Mode, OpenOptions, Value};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).ok_or("usage: make_fixture PATH")?;
-    let int = |i: i64| EncodedValue::from_value(&Value::Int(i));
+    let int = |i: i64| EncodedValue::from_value(&Value::Int(i)).expect("an int encodes");
     let store = OpenOptions::new()
         .mode(Mode::Local)
         .client_name("fixture@memotag")
@@ -30,11 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Value::Int(1),
         Value::Int(2),
         Value::Int(3),
-    ]));
+    ]))?;
     let call = store.bind(g.tag, vec![(g.inputs[0].tag, xs)])?;
     store.record(
         &call,
-        vec![EncodedValue::from_value(&Value::Float(2.0)), int(3)],
+        vec![EncodedValue::from_value(&Value::Float(2.0))?, int(3)],
     )?;
     drop(store);
     // Fold the WAL into the file so that the fixture is one self-contained file.

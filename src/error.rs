@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::calls::CallId;
 use crate::schema::{FamilyTag, FunctionTag, InputTag};
 use crate::value::{ValueError, ValueId};
 
@@ -41,6 +42,9 @@ pub enum StorageError {
     MissingBlob { id: ValueId, path: PathBuf },
     #[error("value file {path} does not match its id {id}: it was modified or damaged")]
     CorruptBlob { id: ValueId, path: PathBuf },
+    /// A value kept in the store file whose bytes (or codec) are not what its id names.
+    #[error("value {id} in the store does not match its id: it was modified or damaged (run `memotag check`)")]
+    CorruptValue { id: ValueId },
 }
 
 impl StorageError {
@@ -205,6 +209,31 @@ pub enum CallError {
     },
     #[error("value {0} is not in the store")]
     MissingValue(ValueId),
+    /// A call whose call id is not the id of its function and inputs (a forged or damaged
+    /// payload): nothing was recorded, and a lookup never hits.
+    #[error("the call id {given} given for `{function}` is not the id of its inputs ({expected}); nothing was recorded")]
+    ForgedCallId {
+        function: String,
+        expected: CallId,
+        given: CallId,
+    },
+    /// An input whose bytes are not what its claimed value id names: nothing was recorded.
+    #[error("input `{input}` of `{function}` claims value id {given}, but its bytes have id {expected}; nothing was recorded")]
+    ForgedValueId {
+        function: String,
+        input: String,
+        expected: ValueId,
+        given: ValueId,
+    },
+    /// A value the store could not read back once stored (bytes its codec's decoder refuses,
+    /// such as CBOR nested deeper than the decoder's limit): nothing was recorded.
+    #[error("{what} of `{function}` (value {id}) cannot be stored, because it could not be read back: {reason}; nothing was recorded")]
+    UnreadableValue {
+        function: String,
+        what: String,
+        id: ValueId,
+        reason: ValueError,
+    },
     #[error(transparent)]
     Value(#[from] ValueError),
     #[error(transparent)]

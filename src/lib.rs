@@ -18,16 +18,16 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let path = dir.path().join("team.memo");
 //! let store = Store::open(&path)?;
-//! let zero = EncodedValue::from_value(&Value::Int(0));
+//! let zero = EncodedValue::from_value(&Value::Int(0))?;
 //! let f = store.create_function(FunctionSpec::new(
 //!     "square",
 //!     vec![InputSpec::required("x"), InputSpec::with_default("offset", zero)],
 //! ))?;
 //!
 //! let x = f.input_named("x").unwrap().tag;
-//! let call = store.bind(f.tag, vec![(x, EncodedValue::from_value(&Value::Int(7)))])?;
+//! let call = store.bind(f.tag, vec![(x, EncodedValue::from_value(&Value::Int(7))?)])?;
 //! assert!(store.lookup(&call)?.is_none());
-//! store.record(&call, vec![EncodedValue::from_value(&Value::Int(49))])?;
+//! store.record(&call, vec![EncodedValue::from_value(&Value::Int(49))?])?;
 //!
 //! // Renaming keeps every result.
 //! store.rename_function(f.family, "squared")?;

@@ -483,6 +483,11 @@ impl Store {
 
     /// Records one result of a bound call. Durable when it returns (outside a batch); an
     /// identical result is a no-op; other outputs for the same call and code become a conflict.
+    ///
+    /// The call's ids are re-derived first (a call decoded from a payload may claim any), and
+    /// every value must be one the store can read back; otherwise nothing is recorded
+    /// ([`CallError::ForgedCallId`], [`CallError::ForgedValueId`],
+    /// [`CallError::UnreadableValue`]).
     pub fn record(
         &self,
         call: &BoundCall,
@@ -893,6 +898,10 @@ impl Session {
         let db = &mut self.db;
         SCHEMA_CHANGE.call(&selection, change, |change| {
             let values = change_values(change);
+            // A default the store could not read back would poison every call that omits it.
+            for value in &values {
+                value.check()?;
+            }
             let (next, seq) = db.write(|conn| {
                 // Catch up under the write lock, so the change is validated against the schema
                 // as it is now, not as this client last saw it.
@@ -952,16 +961,32 @@ impl Session {
         function: FunctionTag,
         inputs: Vec<(InputTag, EncodedValue)>,
     ) -> Result<BoundCall, CallError> {
+        let (f, name) = self.function_knowing(function, &inputs)?;
+        calls::bind(f, name, inputs)
+    }
+
+    /// The function version and its name, caught up with the log if `inputs` name an input
+    /// this session has not seen yet (the caller may know a newer schema).
+    fn function_knowing(
+        &mut self,
+        function: FunctionTag,
+        inputs: &[(InputTag, EncodedValue)],
+    ) -> Result<(&Function, &str), CallError> {
         let f = self.function(function)?;
         let known = inputs.iter().all(|(tag, _)| f.input(*tag).is_some());
         if !known {
-            // The caller may know an input this session has not seen yet.
             self.catch_up_calls()?;
         }
         self.function(function)?;
         let f = self.catalog.function(function).expect("found above");
         let name = self.catalog.function_name(function).unwrap_or("?");
-        calls::bind(f, name, inputs)
+        Ok((f, name))
+    }
+
+    /// Re-derives the ids of a call that `bind` did not make here (see [`calls::rederive`]).
+    fn rederive(&mut self, call: &BoundCall) -> Result<(), CallError> {
+        let (f, name) = self.function_knowing(call.function(), call.inputs())?;
+        calls::rederive(f, name, call)
     }
 
     fn record(&mut self, request: RecordRequest) -> Result<RecordOutcome, CallError> {
@@ -977,9 +1002,14 @@ impl Session {
             };
             procedures::require_code_records(&self.selection, method)?;
         }
-        self.check_outputs(request.call.function, request.outputs.len())?;
+        self.check_outputs(request.call.function(), request.outputs.len())?;
+        // Ids are re-derived on every record, however the call was made; and nothing is stored
+        // that could not be read back.
+        let (f, name) = self.function_knowing(request.call.function(), request.call.inputs())?;
+        calls::rederive(f, name, &request.call)?;
+        calls::check_values(f, name, &request.call, &request.outputs)?;
         if let Some(batch) = &mut self.batch {
-            let key = (request.call.function, request.call.call_id);
+            let key = (request.call.function(), request.call.call_id());
             batch
                 .by_call
                 .entry(key)
@@ -1070,9 +1100,14 @@ impl Session {
         call: &BoundCall,
         reader: Option<Arc<Reader>>,
     ) -> Result<LookupAnswer, CallError> {
+        if !call.is_derived() {
+            // A claimed call id never hits: it is checked before anything is read.
+            self.rederive(call)?;
+        }
+        let outputs_count = self.function(call.function())?.outputs.len();
         if let Some(batch) = &self.batch {
             // Buffered results of this call, newest first: the first acceptable one is a hit.
-            let buffered = batch.by_call.get(&(call.function, call.call_id));
+            let buffered = batch.by_call.get(&(call.function(), call.call_id()));
             for &i in buffered.into_iter().flatten().rev() {
                 let pending = &batch.pending[i];
                 let changed = match reader.as_ref().map(|r| judge(r, &pending.code)) {
@@ -1105,8 +1140,16 @@ impl Session {
             db.snapshot(|conn| {
                 let mut answer = LookupAnswer::default();
                 for (seq, code, output_ids) in
-                    memo::call_results(conn, &request.call.function, &request.call.call_id)?
+                    memo::call_results(conn, &request.call.function(), &request.call.call_id())?
                 {
+                    if output_ids.len() != outputs_count {
+                        return Err(StorageError::Corrupt(format!(
+                            "result {seq} of {} has {} outputs, its function {outputs_count}: the store is damaged (run `memotag check`)",
+                            memo::memo_table(&request.call.function()),
+                            output_ids.len()
+                        ))
+                        .into());
+                    }
                     if let Some(reader) = &request.reader {
                         let record = match codes.get(&code) {
                             Some(record) => record.clone(),

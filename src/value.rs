@@ -35,6 +35,17 @@
 //! panics, never pre-allocates more than the remaining input can fill, and stops at
 //! [`MAX_DEPTH`] levels of nesting.
 //!
+//! # Limits
+//!
+//! Encoder and decoder agree on every limit, so whatever [`encode_canonical`] returns,
+//! [`decode_canonical`] reads back: the one limit a [`Value`] can exceed is [`MAX_DEPTH`], and
+//! the encoder refuses such a value ([`ValueError::TooDeep`]) instead of writing bytes nobody
+//! can read. Every other rule of the decoder (lengths within the input, minimal bignums, known
+//! tags, sorted and distinct keys, UTF-8 text, one NaN) holds for every encoder output by
+//! construction. For `npy`, [`NPY_MAX_DIMS`] and [`NPY_MAX_DTYPE_LEN`] bound both
+//! [`NpyArray::new`] and [`NpyArray::decode`]. [`EncodedValue::check`] applies the decoder's
+//! rules to bytes from anywhere (the store runs it on every value it records).
+//!
 //! # The `npy` codec
 //!
 //! See [`NpyArray`] for the byte layout.
@@ -61,10 +72,9 @@ pub const TAG_POSITIVE_BIGNUM: u64 = 2;
 /// Tag for a negative bignum (RFC 8949 §3.4.3); its content is `-1 - n`.
 pub const TAG_NEGATIVE_BIGNUM: u64 = 3;
 
-/// The deepest nesting of lists, tuples, dicts and sets that [`decode_canonical`] accepts.
-///
-/// Encoding has no limit, so the bindings should refuse values nested deeper than this (see
-/// [`Value::depth`]) rather than record something that cannot be read back.
+/// The deepest nesting of lists, tuples, dicts and sets ([`Value::depth`]) that
+/// [`encode_canonical`] writes and [`decode_canonical`] reads; deeper is
+/// [`ValueError::TooDeep`] on both sides.
 pub const MAX_DEPTH: usize = 512;
 
 /// The longest preview, in characters (not bytes).
@@ -240,7 +250,7 @@ impl Value {
     }
 
     /// How deeply containers nest: 0 for a scalar, 1 for a flat list, and so on.
-    /// [`decode_canonical`] refuses values deeper than [`MAX_DEPTH`].
+    /// Values deeper than [`MAX_DEPTH`] have no encoding.
     #[must_use]
     pub fn depth(&self) -> usize {
         match self {
@@ -260,8 +270,11 @@ impl Value {
     }
 
     /// The canonical encoding; see the module documentation.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError::TooDeep`] for a value nested deeper than [`MAX_DEPTH`].
+    pub fn encode(&self) -> Result<Vec<u8>, ValueError> {
         encode_canonical(self)
     }
 
@@ -370,7 +383,7 @@ impl PartialEq for Value {
             (Value::Dict(_), Value::Dict(_))
             | (Value::Set(_), Value::Set(_))
             | (Value::FrozenSet(_), Value::FrozenSet(_)) => {
-                encode_canonical(self) == encode_canonical(other)
+                encode_unchecked(self) == encode_unchecked(other)
             }
             _ => false,
         }
@@ -382,7 +395,7 @@ impl Eq for Value {}
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // Consistent with `eq`, which is equality of canonical encodings.
-        encode_canonical(self).hash(state);
+        encode_unchecked(self).hash(state);
     }
 }
 
@@ -562,17 +575,54 @@ impl<'a> Writer<'a> {
 }
 
 /// The canonical `cbor` encoding of `value`; see the module documentation.
-#[must_use]
-pub fn encode_canonical(value: &Value) -> Vec<u8> {
+///
+/// # Errors
+///
+/// [`ValueError::TooDeep`] for a value nested deeper than [`MAX_DEPTH`], which
+/// [`decode_canonical`] would refuse.
+pub fn encode_canonical(value: &Value) -> Result<Vec<u8>, ValueError> {
     let mut out = Vec::with_capacity(16);
-    encode_into(value, &mut out);
-    out
+    encode_into(value, &mut out)?;
+    Ok(out)
 }
 
 /// Appends the canonical encoding of `value` to `out`. Scalars, lists and tuples are written
 /// straight into `out`; only sets and dicts use a temporary buffer, to sort their members.
-pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
+///
+/// # Errors
+///
+/// As [`encode_canonical`]; nothing is appended then.
+pub fn encode_into(value: &Value, out: &mut Vec<u8>) -> Result<(), ValueError> {
+    if nested_deeper_than(value, MAX_DEPTH) {
+        return Err(ValueError::TooDeep { limit: MAX_DEPTH });
+    }
     write_value(value, &mut Writer::new(out));
+    Ok(())
+}
+
+/// The encoding without the limit check, for comparing what values mean (`Eq`, `Hash`).
+fn encode_unchecked(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    write_value(value, &mut Writer::new(&mut out));
+    out
+}
+
+/// Whether containers nest more than `levels` deep ([`Value::depth`] > `levels`), without
+/// descending further than that: the decoder refuses to open a container at depth
+/// [`MAX_DEPTH`] (counted from 0), so a value of depth [`MAX_DEPTH`] is the deepest it reads.
+fn nested_deeper_than(value: &Value, levels: usize) -> bool {
+    match value {
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            levels == 0 || items.iter().any(|v| nested_deeper_than(v, levels - 1))
+        }
+        Value::Dict(entries) => {
+            levels == 0
+                || entries.iter().any(|(k, v)| {
+                    nested_deeper_than(k, levels - 1) || nested_deeper_than(v, levels - 1)
+                })
+        }
+        _ => false,
+    }
 }
 
 fn write_value(value: &Value, w: &mut Writer<'_>) {
@@ -781,7 +831,7 @@ fn write_map(entries: &[(Value, Value)], w: &mut Writer<'_>) {
 // that is left before anything is allocated.
 
 /// Decodes a canonical `cbor` encoding, rejecting anything [`encode_canonical`] would not
-/// produce. Sets come back sorted and dicts in key order, so `decode_canonical(&v.encode())`
+/// produce. Sets come back sorted and dicts in key order, so `decode_canonical(&v.encode()?)`
 /// equals `v`.
 ///
 /// # Errors
@@ -1284,9 +1334,12 @@ impl ValueId {
     }
 
     /// The id of a value's canonical encoding.
-    #[must_use]
-    pub fn of_value(value: &Value) -> ValueId {
-        ValueId::of(Codec::Cbor, &encode_canonical(value))
+    ///
+    /// # Errors
+    ///
+    /// As [`encode_canonical`].
+    pub fn of_value(value: &Value) -> Result<ValueId, ValueError> {
+        Ok(ValueId::of(Codec::Cbor, &encode_canonical(value)?))
     }
 
     /// 32 lowercase hex digits.
@@ -1344,6 +1397,11 @@ impl<'de> serde::Deserialize<'de> for ValueId {
 
 /// Bytes together with the codec that reads them: what the store keeps for a value.
 /// On the wire (serde): `{"codec": "cbor", "bytes": "<hex>"}`.
+///
+/// A value has no id field: its id is always derived from its codec and bytes ([`Self::id`]),
+/// never taken from whoever built it. Its bytes may come from anywhere (the fields are public,
+/// and wire payloads decode into it); [`Self::check`] says whether the store could read them
+/// back.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EncodedValue {
     pub codec: Codec,
@@ -1353,21 +1411,29 @@ pub struct EncodedValue {
 
 impl EncodedValue {
     /// The canonical `cbor` encoding of `value`.
-    #[must_use]
-    pub fn from_value(value: &Value) -> EncodedValue {
-        EncodedValue {
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError::TooDeep`] for a value nested deeper than [`MAX_DEPTH`].
+    pub fn from_value(value: &Value) -> Result<EncodedValue, ValueError> {
+        Ok(EncodedValue {
             codec: Codec::Cbor,
-            bytes: encode_canonical(value),
-        }
+            bytes: encode_canonical(value)?,
+        })
     }
 
     /// A numpy array in the `npy` layout.
-    #[must_use]
-    pub fn npy(array: &NpyArray) -> EncodedValue {
-        EncodedValue {
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError::InvalidNpy`] for an array that [`NpyArray::decode`] would not read back
+    /// (one not built by [`NpyArray::new`]).
+    pub fn npy(array: &NpyArray) -> Result<EncodedValue, ValueError> {
+        array.validate()?;
+        Ok(EncodedValue {
             codec: Codec::Npy,
             bytes: array.encode(),
-        }
+        })
     }
 
     /// Pickle bytes, as Python produced them.
@@ -1392,6 +1458,22 @@ impl EncodedValue {
     #[must_use]
     pub fn id(&self) -> ValueId {
         ValueId::of(self.codec, &self.bytes)
+    }
+
+    /// Checks that the bytes are what their codec's decoder reads back: canonical CBOR within
+    /// every limit of [`decode_canonical`] for `cbor`, the layout of [`NpyArray::decode`] for
+    /// `npy`. `pickle` and `raw` bytes are not checked (reading a pickle runs code; raw bytes
+    /// are anything).
+    ///
+    /// # Errors
+    ///
+    /// The decoder's error.
+    pub fn check(&self) -> Result<(), ValueError> {
+        match self.codec {
+            Codec::Cbor => decode_canonical(&self.bytes).map(drop),
+            Codec::Npy => npy_check(&self.bytes),
+            Codec::Pickle | Codec::Raw => Ok(()),
+        }
     }
 
     /// The short human preview; see [`preview`].
@@ -1436,9 +1518,12 @@ impl EncodedValue {
 // ---------------------------------------------------------------------------------------------
 
 const NPY_MAGIC: &[u8; 6] = b"MTNPY\x01";
-/// numpy's own limit on dimensions (`NPY_MAXDIMS` is 64 since numpy 2).
-const NPY_MAX_DIMS: usize = 64;
-const NPY_MAX_DTYPE_LEN: usize = 64;
+/// The most dimensions an `npy` value has, for [`NpyArray::new`] and [`NpyArray::decode`]
+/// alike: numpy's own limit (`NPY_MAXDIMS` is 64 since numpy 2).
+pub const NPY_MAX_DIMS: usize = 64;
+/// The longest dtype string of an `npy` value, for [`NpyArray::new`] and [`NpyArray::decode`]
+/// alike.
+pub const NPY_MAX_DTYPE_LEN: usize = 64;
 
 /// A numpy array as the `npy` codec stores it: dtype, shape and C-order data.
 ///
@@ -1543,6 +1628,12 @@ impl NpyArray {
     }
 
     fn validate(&self) -> Result<(), ValueError> {
+        if self.shape.len() > NPY_MAX_DIMS {
+            return Err(npy_error(format!(
+                "{} dimensions (at most {NPY_MAX_DIMS})",
+                self.shape.len()
+            )));
+        }
         if normalize_dtype(&self.dtype)? != self.dtype {
             return Err(npy_error(format!(
                 "dtype {:?} is not normalised",
@@ -1560,6 +1651,22 @@ impl NpyArray {
         }
         Ok(())
     }
+}
+
+/// What [`NpyArray::decode`] checks, without copying the data.
+fn npy_check(bytes: &[u8]) -> Result<(), ValueError> {
+    let (dtype, shape, data_start) = npy_header(bytes)?;
+    if normalize_dtype(&dtype)? != dtype {
+        return Err(npy_error(format!("dtype {dtype:?} is not normalised")));
+    }
+    let expected = expected_data_len(&dtype, &shape)?;
+    let len = (bytes.len() - data_start) as u64;
+    if len != expected {
+        return Err(npy_error(format!(
+            "data is {len} bytes, dtype {dtype} and shape {shape:?} need {expected}"
+        )));
+    }
+    Ok(())
 }
 
 fn npy_error(reason: impl Into<String>) -> ValueError {

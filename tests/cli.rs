@@ -969,6 +969,78 @@ fn check_finds_a_removed_or_damaged_value_file() {
 }
 
 #[test]
+fn check_finds_values_that_cannot_be_read_back() {
+    let b = build();
+    // What an older memotag recorded for a result nested 513 levels deep: bytes that match
+    // their id but that no decoder reads, inline and as a file.
+    let mut deep = vec![0x81_u8; 513];
+    deep.push(0x80);
+    let inline = EncodedValue {
+        codec: memotag::Codec::Cbor,
+        bytes: deep.clone(),
+    };
+    deep.resize(5_000, 0x00);
+    let in_file = EncodedValue {
+        codec: memotag::Codec::Cbor,
+        bytes: deep,
+    };
+    BlobStore::beside(&b.path)
+        .put(&in_file, &in_file.id())
+        .unwrap();
+    let conn = sql(&b.path);
+    for (value, data) in [(&inline, Some(inline.bytes.clone())), (&in_file, None)] {
+        conn.execute(
+            "INSERT INTO \"values\" (id, codec, size, data, preview) VALUES (?1, 1, ?2, ?3, '?')",
+            rusqlite::params![value.id().as_bytes(), value.bytes.len() as i64, data],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let findings = check_findings(&b);
+    for value in [&inline, &in_file] {
+        let id = value.id().to_hex();
+        assert!(
+            has(
+                &findings,
+                "value",
+                &format!("value {id} (cbor) cannot be read back")
+            ),
+            "{findings:?}"
+        );
+    }
+    assert!(has(&findings, "value", "nested deeper than 512 levels"));
+}
+
+#[test]
+fn check_finds_a_result_filed_under_another_call_id() {
+    let b = build();
+    let f = Store::open(&b.path).unwrap().function("square", 1).unwrap();
+    // SQLite does not mind: the row is merely unreachable by its own call, and a lookup of the
+    // call it now claims would find it.
+    sql(&b.path)
+        .execute(
+            &format!(
+                "UPDATE \"{}\" SET call_id = ?1 WHERE seq = 1",
+                memo_table(&f.tag)
+            ),
+            [[0xab_u8; 16]],
+        )
+        .unwrap();
+    let findings = check_findings(&b);
+    assert!(
+        has(
+            &findings,
+            "call_id",
+            &format!(
+                "result 1 of `square` version 1 is filed under call id {}",
+                "ab".repeat(16)
+            )
+        ),
+        "{findings:?}"
+    );
+}
+
+#[test]
 fn check_finds_catalog_and_memo_table_drift() {
     let b = build();
     let conn = sql(&b.path);

@@ -456,8 +456,10 @@ proptest! {
         let _ = dir;
         let function = memotag::FunctionTag(uuid::Uuid::from_u128(1));
         let inputs: Vec<_> = xs.iter().enumerate().map(|(i, x)| (memotag::InputTag(uuid::Uuid::from_u128(10 + i as u128)), int(*x))).collect();
-        let input_ids = inputs.iter().map(|(_, v)| v.id()).collect();
-        let call = memotag::BoundCall { function, call_id: memotag::CallId([7; 16]), inputs, input_ids };
+        let input_ids: Vec<_> = inputs.iter().map(|(_, v)| v.id()).collect();
+        let call: memotag::BoundCall = serde_json::from_value(serde_json::json!({
+            "function": function, "call_id": memotag::CallId([7; 16]), "inputs": inputs, "input_ids": input_ids,
+        })).unwrap();
         let request = RecordRequest::without_code(call, vec![int(out)]);
         let wire = RecordV1::downgrade(&request).unwrap();
         let back: RecordV1 = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();

@@ -89,10 +89,10 @@ fn an_added_input_keeps_old_calls_for_its_default_and_misses_other_values() {
     }
     // Same call id with and without the default given.
     assert_eq!(
-        a.bind(f.tag, vec![(x, int(4))]).unwrap().call_id,
+        a.bind(f.tag, vec![(x, int(4))]).unwrap().call_id(),
         a.bind(f.tag, vec![(x, int(4)), (scale, int(1))])
             .unwrap()
-            .call_id
+            .call_id()
     );
 }
 
@@ -159,7 +159,7 @@ fn duplicates_are_idempotent_and_queries_find_results() {
 
     assert_eq!(a.results(f.tag, &[(x, int(2))], None).unwrap().len(), 1);
     assert_eq!(a.results(f.tag, &[], Some(1)).unwrap().len(), 1);
-    assert_eq!(a.results_of_call(&call.call_id).unwrap().len(), 1);
+    assert_eq!(a.results_of_call(&call.call_id()).unwrap().len(), 1);
     assert_eq!(a.producers(&int(5).id()).unwrap().len(), 2);
     assert!(a.producers(&int(6).id()).unwrap().is_empty());
 }

@@ -5,8 +5,13 @@
 use memotag::value::*;
 use proptest::prelude::*;
 
+/// The encoding of a value within every limit.
+fn enc(v: &Value) -> Vec<u8> {
+    encode_canonical(v).expect("within the encoder's limits")
+}
+
 fn hex_of(v: &Value) -> String {
-    hex::encode(encode_canonical(v))
+    hex::encode(enc(v))
 }
 
 fn int(n: i128) -> Value {
@@ -168,14 +173,14 @@ fn map_keys_follow_the_rfc8949_core_deterministic_order() {
 fn duplicate_dict_keys_keep_the_last_entry() {
     let m = Value::Dict(vec![(int(1), s("a")), (int(2), s("x")), (int(1), s("b"))]);
     let expected = Value::Dict(vec![(int(1), s("b")), (int(2), s("x"))]);
-    assert_eq!(encode_canonical(&m), encode_canonical(&expected));
+    assert_eq!(enc(&m), enc(&expected));
 }
 
 #[test]
 fn duplicate_set_members_collapse() {
     let a = Value::Set(vec![int(2), int(1), int(2), int(1)]);
     let b = Value::Set(vec![int(1), int(2)]);
-    assert_eq!(encode_canonical(&a), encode_canonical(&b));
+    assert_eq!(enc(&a), enc(&b));
     assert_eq!(hex_of(&b), "d90102820102");
 }
 
@@ -194,9 +199,9 @@ fn int_float_bool_str_and_bytes_are_all_different() {
     ];
     for (i, a) in values.iter().enumerate() {
         for b in &values[i + 1..] {
-            assert_ne!(encode_canonical(a), encode_canonical(b), "{a:?} vs {b:?}");
+            assert_ne!(enc(a), enc(b), "{a:?} vs {b:?}");
             assert_ne!(a, b);
-            assert_ne!(ValueId::of_value(a), ValueId::of_value(b));
+            assert_ne!(ValueId::of_value(a).unwrap(), ValueId::of_value(b).unwrap());
         }
     }
 }
@@ -212,24 +217,21 @@ fn tuples_lists_sets_and_frozensets_are_all_different() {
     ];
     for (i, a) in values.iter().enumerate() {
         for b in &values[i + 1..] {
-            assert_ne!(encode_canonical(a), encode_canonical(b), "{a:?} vs {b:?}");
+            assert_ne!(enc(a), enc(b), "{a:?} vs {b:?}");
         }
     }
     assert_ne!(
-        encode_canonical(&Value::Tuple(vec![int(1)])),
-        encode_canonical(&Value::List(vec![int(1)]))
+        enc(&Value::Tuple(vec![int(1)])),
+        enc(&Value::List(vec![int(1)]))
     );
-    assert_ne!(
-        encode_canonical(&Value::Tuple(vec![])),
-        encode_canonical(&Value::List(vec![]))
-    );
+    assert_ne!(enc(&Value::Tuple(vec![])), enc(&Value::List(vec![])));
 }
 
 #[test]
 fn dict_keys_of_different_types_are_different() {
     let a = Value::Dict(vec![(int(1), int(2))]);
     let b = Value::Dict(vec![(Value::Float(1.0), int(2))]);
-    assert_ne!(encode_canonical(&a), encode_canonical(&b));
+    assert_ne!(enc(&a), enc(&b));
 }
 
 #[test]
@@ -251,10 +253,7 @@ fn every_nan_is_the_same_value() {
 #[test]
 fn zero_and_negative_zero_differ() {
     assert_ne!(Value::Float(0.0), Value::Float(-0.0));
-    assert_ne!(
-        encode_canonical(&Value::Float(0.0)),
-        encode_canonical(&Value::Float(-0.0))
-    );
+    assert_ne!(enc(&Value::Float(0.0)), enc(&Value::Float(-0.0)));
 }
 
 #[test]
@@ -296,7 +295,7 @@ fn big_integers_normalise_and_convert_back() {
         let v = int(n);
         assert!(matches!(v, Value::BigInt(_)), "{n}");
         assert_eq!(v.as_i128(), Some(n));
-        assert_eq!(decode_canonical(&encode_canonical(&v)).unwrap(), v);
+        assert_eq!(decode_canonical(&enc(&v)).unwrap(), v);
         let Value::BigInt(b) = &v else { unreachable!() };
         let rebuilt = Value::from_sign_magnitude(b.is_negative(), b.magnitude());
         assert_eq!(rebuilt, v);
@@ -308,7 +307,7 @@ fn big_integers_normalise_and_convert_back() {
     };
     assert_eq!(b.to_i128(), None);
     assert_eq!(b.magnitude(), &[1; 40]);
-    assert_eq!(decode_canonical(&encode_canonical(&huge)).unwrap(), huge);
+    assert_eq!(decode_canonical(&enc(&huge)).unwrap(), huge);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -382,11 +381,7 @@ fn assert_shortest_head(major: u8, arg: u64, content: &[u8], value: &Value) {
     let width = shortest_width(arg);
     let mut expected = head(major, arg, width);
     expected.extend_from_slice(content);
-    assert_eq!(
-        encode_canonical(value),
-        expected,
-        "major {major}, argument {arg}"
-    );
+    assert_eq!(enc(value), expected, "major {major}, argument {arg}");
     assert_eq!(&decode_canonical(&expected).unwrap(), value);
     for wider in [1, 2, 4, 8].into_iter().filter(|&w| w > width) {
         let mut wide = head(major, arg, wider);
@@ -432,7 +427,7 @@ fn every_head_is_written_and_read_only_in_its_shortest_form() {
                 (0..i128::from(n)).map(|k| (int(k), Value::None)).collect();
             let mut content = Vec::new();
             for (k, _) in &entries {
-                content.extend(encode_canonical(k));
+                content.extend(enc(k));
                 content.push(0xf6);
             }
             assert_shortest_head(5, n, &content, &Value::Dict(entries));
@@ -502,11 +497,38 @@ fn nested_lists(depth: usize) -> Value {
 fn nesting_up_to_the_limit_round_trips_and_deeper_is_an_error() {
     let ok = nested_lists(MAX_DEPTH);
     assert_eq!(ok.depth(), MAX_DEPTH);
-    assert_eq!(decode_canonical(&encode_canonical(&ok)).unwrap(), ok);
+    assert_eq!(decode_canonical(&enc(&ok)).unwrap(), ok);
 
+    // The encoder refuses what the decoder would refuse, instead of writing bytes nobody can
+    // read back.
     let too_deep = nested_lists(MAX_DEPTH + 1);
     assert_eq!(
-        decode_canonical(&encode_canonical(&too_deep)),
+        encode_canonical(&too_deep),
+        Err(ValueError::TooDeep { limit: MAX_DEPTH })
+    );
+    assert_eq!(
+        EncodedValue::from_value(&too_deep),
+        Err(ValueError::TooDeep { limit: MAX_DEPTH })
+    );
+    let mut prefix = vec![1];
+    assert_eq!(
+        encode_into(&too_deep, &mut prefix),
+        Err(ValueError::TooDeep { limit: MAX_DEPTH })
+    );
+    assert_eq!(prefix, [1], "nothing is appended to a refused value");
+    // The same bytes, written by hand, are refused by the decoder with the same error.
+    let mut by_hand = vec![0x81_u8; MAX_DEPTH + 1];
+    by_hand.push(0x00);
+    assert_eq!(
+        decode_canonical(&by_hand),
+        Err(ValueError::TooDeep { limit: MAX_DEPTH })
+    );
+    let stored = EncodedValue {
+        codec: Codec::Cbor,
+        bytes: by_hand,
+    };
+    assert_eq!(
+        stored.check(),
         Err(ValueError::TooDeep { limit: MAX_DEPTH })
     );
 
@@ -540,15 +562,18 @@ fn equal_values_have_equal_ids() {
         (s("x"), int(1)),
     ]);
     assert_eq!(
-        EncodedValue::from_value(&a).id(),
-        EncodedValue::from_value(&b).id()
+        EncodedValue::from_value(&a).unwrap().id(),
+        EncodedValue::from_value(&b).unwrap().id()
     );
-    assert_eq!(ValueId::of_value(&a), EncodedValue::from_value(&a).id());
+    assert_eq!(
+        ValueId::of_value(&a).unwrap(),
+        EncodedValue::from_value(&a).unwrap().id()
+    );
 }
 
 #[test]
 fn the_codec_is_part_of_the_id() {
-    let cbor = EncodedValue::from_value(&int(1));
+    let cbor = EncodedValue::from_value(&int(1)).unwrap();
     let raw = EncodedValue::raw(cbor.bytes.clone());
     let pickle = EncodedValue::pickle(cbor.bytes.clone());
     assert_ne!(cbor.id(), raw.id());
@@ -559,14 +584,17 @@ fn the_codec_is_part_of_the_id() {
 #[test]
 fn value_ids_are_pinned() {
     // If one of these changes, every stored value id changes: that is a file-format change.
-    assert_eq!(EncodedValue::from_value(&int(1)).bytes, vec![0x01]);
+    assert_eq!(EncodedValue::from_value(&int(1)).unwrap().bytes, vec![0x01]);
     assert_eq!(
-        EncodedValue::from_value(&int(1)).id().to_hex(),
+        EncodedValue::from_value(&int(1)).unwrap().id().to_hex(),
         PINNED_ID_INT_1
     );
     let call_args = Value::Tuple(vec![int(1), s("a"), Value::Float(1.5), Value::None]);
     assert_eq!(hex_of(&call_args), "d9106884016161f93e00f6");
-    assert_eq!(ValueId::of_value(&call_args).to_hex(), PINNED_ID_TUPLE);
+    assert_eq!(
+        ValueId::of_value(&call_args).unwrap().to_hex(),
+        PINNED_ID_TUPLE
+    );
     let set = Value::FrozenSet(vec![int(2), int(1)]);
     assert_eq!(hex_of(&set), "d91069820102");
     assert_eq!(ValueId::of(Codec::Raw, b"").to_hex(), PINNED_ID_RAW_EMPTY);
@@ -578,7 +606,7 @@ const PINNED_ID_RAW_EMPTY: &str = "0c389a743e34fda435fbd575bb889dbc";
 
 #[test]
 fn value_ids_round_trip_through_hex() {
-    let id = ValueId::of_value(&s("hello"));
+    let id = ValueId::of_value(&s("hello")).unwrap();
     let text = id.to_string();
     assert_eq!(text.len(), 32);
     assert_eq!(text, id.to_hex());
@@ -613,7 +641,7 @@ fn codecs_have_stable_numbers_and_names() {
 #[test]
 fn encoded_values_decode_only_with_their_codec() {
     let v = Value::List(vec![int(1), s("x")]);
-    let encoded = EncodedValue::from_value(&v);
+    let encoded = EncodedValue::from_value(&v).unwrap();
     assert_eq!(encoded.to_value().unwrap(), v);
     assert!(matches!(
         EncodedValue::raw(vec![1]).to_value(),
@@ -633,7 +661,7 @@ fn npy_round_trips() {
     let array = NpyArray::new("<f8", vec![3, 4], data).unwrap();
     let bytes = array.encode();
     assert_eq!(NpyArray::decode(&bytes).unwrap(), array);
-    let encoded = EncodedValue::npy(&array);
+    let encoded = EncodedValue::npy(&array).unwrap();
     assert_eq!(encoded.codec, Codec::Npy);
     assert_eq!(encoded.to_npy().unwrap(), array);
     assert_eq!(preview(Codec::Npy, &bytes), "array<f8>[3, 4]");
@@ -655,8 +683,8 @@ fn npy_dtypes_are_normalised_so_equal_arrays_have_equal_ids() {
         let little = NpyArray::new("<f8", vec![1], data).unwrap();
         assert_eq!(native, little);
         assert_eq!(
-            EncodedValue::npy(&native).id(),
-            EncodedValue::npy(&little).id()
+            EncodedValue::npy(&native).unwrap().id(),
+            EncodedValue::npy(&little).unwrap().id()
         );
     }
     assert_eq!(NpyArray::new("<u1", vec![1], vec![7]).unwrap().dtype, "|u1");
@@ -713,6 +741,67 @@ fn npy_rejects_wrong_lengths_and_bad_dtypes() {
     for cut in 0..good.len() {
         assert!(NpyArray::decode(&good[..cut]).is_err(), "cut at {cut}");
     }
+}
+
+/// Every kind of container counts one level, dict keys and values alike, tagged or not: the
+/// encoder's limit is the decoder's, container by container.
+#[test]
+fn every_container_counts_toward_the_depth_limit() {
+    type Wrap = fn(Value) -> Value;
+    let wrappers: [(&str, Wrap); 7] = [
+        ("list", |v| Value::List(vec![v])),
+        ("tuple", |v| Value::Tuple(vec![v])),
+        ("set", |v| Value::Set(vec![v])),
+        ("frozenset", |v| Value::FrozenSet(vec![v])),
+        ("dict value", |v| Value::Dict(vec![(Value::Int(0), v)])),
+        ("dict key", |v| Value::Dict(vec![(v, Value::Int(0))])),
+        ("empty list", |_| Value::List(vec![])),
+    ];
+    for (name, wrap) in wrappers {
+        // `wrap` is the innermost container; lists around it make up the rest.
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+            let mut v = wrap(Value::Int(7));
+            for _ in 1..depth {
+                v = Value::List(vec![v]);
+            }
+            assert_eq!(v.depth(), depth, "{name}");
+            match encode_canonical(&v) {
+                Ok(bytes) => {
+                    assert!(depth <= MAX_DEPTH, "{name} at depth {depth} encoded");
+                    assert_eq!(decode_canonical(&bytes).unwrap(), v, "{name} at {depth}");
+                }
+                Err(e) => {
+                    assert!(depth > MAX_DEPTH, "{name} at depth {depth} refused: {e}");
+                    assert_eq!(e, ValueError::TooDeep { limit: MAX_DEPTH });
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn npy_arrays_the_decoder_refuses_are_refused_when_encoding() {
+    // More dimensions than the decoder reads: refused by `new` and by `EncodedValue::npy`.
+    let too_many = vec![1; NPY_MAX_DIMS + 1];
+    assert!(NpyArray::new("<f8", too_many.clone(), vec![0; 8]).is_err());
+    let built = NpyArray {
+        dtype: "<f8".to_owned(),
+        shape: too_many,
+        data: vec![0; 8],
+    };
+    assert!(matches!(
+        EncodedValue::npy(&built),
+        Err(ValueError::InvalidNpy { .. })
+    ));
+    let most = NpyArray::new("<f8", vec![1; NPY_MAX_DIMS], vec![0; 8]).unwrap();
+    let encoded = EncodedValue::npy(&most).unwrap();
+    assert_eq!(encoded.check(), Ok(()));
+    assert_eq!(encoded.to_npy().unwrap(), most);
+    // Bytes of the right layout but the wrong length are refused by `check` like by `decode`.
+    let mut short = encoded.clone();
+    short.bytes.pop();
+    assert!(short.check().is_err());
+    assert!(NpyArray::decode(&short.bytes).is_err());
 }
 
 #[test]
@@ -782,7 +871,7 @@ fn previews_read_like_python_reprs() {
     ];
     for (v, expected) in cases {
         assert_eq!(v.preview(), expected, "{v:?}");
-        assert_eq!(preview(Codec::Cbor, &encode_canonical(&v)), expected);
+        assert_eq!(preview(Codec::Cbor, &enc(&v)), expected);
     }
     assert_eq!(preview(Codec::Pickle, &[0; 12]), "<pickle, 12 bytes>");
     assert_eq!(preview(Codec::Raw, &[0; 3]), "<3 bytes>");
@@ -825,7 +914,10 @@ fn previews_never_exceed_80_characters() {
 #[test]
 fn json_numbers_name_the_same_values_as_python() {
     let parse = |text: &str| Value::from_json(&serde_json::from_str(text).unwrap());
-    assert_eq!(ValueId::of_value(&parse("1")), ValueId::of_value(&int(1)));
+    assert_eq!(
+        ValueId::of_value(&parse("1")).unwrap(),
+        ValueId::of_value(&int(1)).unwrap()
+    );
     assert_eq!(parse("1.0"), Value::Float(1.0));
     assert_eq!(parse("-7"), int(-7));
     assert_eq!(parse("18446744073709551615"), int(i128::from(u64::MAX)));
@@ -929,7 +1021,7 @@ fn without_shadowed_keys(v: Value) -> Value {
                 .into_iter()
                 .map(|(k, v)| (without_shadowed_keys(k), without_shadowed_keys(v)))
                 .collect();
-            let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| encode_canonical(k)).collect();
+            let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| enc(k)).collect();
             let kept = entries
                 .into_iter()
                 .enumerate()
@@ -995,16 +1087,16 @@ proptest! {
         let v = without_shadowed_keys(v);
         let mut seed = seed;
         let w = shuffled(&v, &mut seed);
-        prop_assert_eq!(encode_canonical(&v), encode_canonical(&w));
-        prop_assert_eq!(ValueId::of_value(&v), ValueId::of_value(&w));
+        prop_assert_eq!(enc(&v), enc(&w));
+        prop_assert_eq!(ValueId::of_value(&v).unwrap(), ValueId::of_value(&w).unwrap());
         prop_assert_eq!(&v, &w);
     }
 
     #[test]
     fn decoding_an_encoding_gives_the_value_back(v in arb_value()) {
-        let bytes = encode_canonical(&v);
+        let bytes = enc(&v);
         let decoded = decode_canonical(&bytes).unwrap();
-        prop_assert_eq!(encode_canonical(&decoded), bytes);
+        prop_assert_eq!(enc(&decoded), bytes);
         prop_assert_eq!(&decoded, &v);
         prop_assert!(v.preview().chars().count() <= PREVIEW_MAX_CHARS);
     }
@@ -1014,7 +1106,7 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         if let Ok(v) = decode_canonical(&bytes) {
-            prop_assert_eq!(&encode_canonical(&v), &bytes);
+            prop_assert_eq!(&enc(&v), &bytes);
         }
         let _ = NpyArray::decode(&bytes);
         for codec in Codec::ALL {
@@ -1029,7 +1121,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),
     ) {
-        let mut bytes = encode_canonical(&v);
+        let mut bytes = enc(&v);
         for (at, byte) in edits {
             let i = at.index(bytes.len());
             bytes[i] = byte;
@@ -1038,7 +1130,40 @@ proptest! {
             bytes.truncate(cut.index(bytes.len() + 1));
         }
         if let Ok(decoded) = decode_canonical(&bytes) {
-            prop_assert_eq!(&encode_canonical(&decoded), &bytes);
+            prop_assert_eq!(&enc(&decoded), &bytes);
+        }
+    }
+
+    /// Whatever encodes decodes back equal, and whatever does not encode is deeper than the
+    /// decoder reads: values are wrapped in chains of containers around the depth limit.
+    #[test]
+    fn whatever_encodes_decodes_back_equal(
+        v in arb_value(),
+        chain in prop::collection::vec(0_u8..5, MAX_DEPTH - 8..MAX_DEPTH + 4),
+    ) {
+        let mut v = v;
+        for kind in chain {
+            v = match kind {
+                0 => Value::List(vec![v]),
+                1 => Value::Tuple(vec![v, Value::None]),
+                2 => Value::Set(vec![v]),
+                3 => Value::FrozenSet(vec![v]),
+                _ => Value::Dict(vec![(Value::Int(1), v)]),
+            };
+        }
+        match encode_canonical(&v) {
+            Ok(bytes) => {
+                prop_assert!(v.depth() <= MAX_DEPTH);
+                let stored = EncodedValue { codec: Codec::Cbor, bytes: bytes.clone() };
+                prop_assert_eq!(stored.check(), Ok(()));
+                let decoded = decode_canonical(&bytes).unwrap();
+                prop_assert_eq!(&decoded, &v);
+                prop_assert_eq!(enc(&decoded), bytes);
+            }
+            Err(e) => {
+                prop_assert!(v.depth() > MAX_DEPTH);
+                prop_assert_eq!(e, ValueError::TooDeep { limit: MAX_DEPTH });
+            }
         }
     }
 
@@ -1072,13 +1197,13 @@ fn every_binary16_value_encodes_as_itself_and_its_neighbours_do_not() {
         }
         let mut expected = vec![0xf9];
         expected.extend_from_slice(&h.to_be_bytes());
-        assert_eq!(encode_canonical(&Value::Float(x)), expected, "{h:04x}");
+        assert_eq!(enc(&Value::Float(x)), expected, "{h:04x}");
         if x.is_finite() && x != 0.0 {
             // The next f32 above and below are never binary16 values.
             let single = f32::from_bits(h_to_f32_bits(x) + 1);
-            assert_eq!(encode_canonical(&Value::Float(f64::from(single)))[0], 0xfa);
+            assert_eq!(enc(&Value::Float(f64::from(single)))[0], 0xfa);
             let double = f64::from_bits(x.to_bits() + 1);
-            assert_eq!(encode_canonical(&Value::Float(double))[0], 0xfb);
+            assert_eq!(enc(&Value::Float(double))[0], 0xfb);
         }
     }
     // Half the smallest subnormal is a binary32 value, not a binary16 one.

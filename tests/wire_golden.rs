@@ -94,15 +94,18 @@ fn tag(n: u128) -> Uuid {
     Uuid::from_u128(0x0123_4567_89ab_4cde_8f01_0000_0000_0000 + n)
 }
 
+/// A call as a payload carries it (its call id is a placeholder: decoding never checks ids; the
+/// store re-derives them before use).
 fn sample_call() -> BoundCall {
     let inputs = vec![(InputTag(tag(2)), int(3)), (InputTag(tag(3)), int(4))];
-    let input_ids = inputs.iter().map(|(_, v)| v.id()).collect();
-    BoundCall {
-        function: FunctionTag(tag(1)),
-        call_id: CallId([0xab; 16]),
-        inputs,
-        input_ids,
-    }
+    let input_ids: Vec<_> = inputs.iter().map(|(_, v)| v.id()).collect();
+    serde_json::from_value(serde_json::json!({
+        "function": FunctionTag(tag(1)),
+        "call_id": CallId([0xab; 16]),
+        "inputs": inputs,
+        "input_ids": input_ids,
+    }))
+    .expect("a call payload")
 }
 
 #[test]

@@ -32,12 +32,14 @@ from ._code import remote
 from ._errors import (
     CodeChangedWarning,
     ConflictWarning,
+    CorruptValue,
     IncompatibleSignature,
     MemotagError,
     Miss,
     NotAStore,
     ReadOnlyStore,
     RenamedWarning,
+    ResultNotStoredWarning,
     SchemaConflict,
     StoreLocked,
     VersionError,
@@ -57,10 +59,12 @@ __all__ = [
     "ReadOnlyStore",
     "StoreLocked",
     "VersionError",
+    "CorruptValue",
     "Miss",
     "RenamedWarning",
     "ConflictWarning",
     "CodeChangedWarning",
+    "ResultNotStoredWarning",
 ]
 
 Memo = _memotag.Memo

@@ -29,6 +29,11 @@ class VersionError(MemotagError):
     """This memotag and the store (or server) have no common protocol for an operation."""
 
 
+class CorruptValue(MemotagError):
+    """A stored value does not match its id: the store was modified or damaged behind memotag's
+    back. The damaged value is never returned; ``memotag check`` lists what is damaged."""
+
+
 class Miss(MemotagError, KeyError):
     """No recorded result for these arguments (raised by ``f.lookup``)."""
 
@@ -43,3 +48,9 @@ class ConflictWarning(UserWarning):
 
 class CodeChangedWarning(UserWarning):
     """A hit was served from results recorded under different code."""
+
+
+class ResultNotStoredWarning(UserWarning):
+    """A memoized function's result was returned but not stored: it cannot be encoded (not even
+    pickled), or the store could not read it back. Later calls compute it again. Given once per
+    function and process."""

@@ -1,5 +1,6 @@
 //! Python objects ⇄ memotag values. Exact builtin types become the canonical value tree (encoded
-//! by the core crate); numpy arrays become `npy`; anything else is pickled (protocol 5).
+//! by the core crate); numpy arrays become `npy`; anything else — and a tree the canonical
+//! encoding cannot hold (nested deeper than its limit) — is pickled (protocol 5).
 
 use memotag::value::{self, NpyArray, Value, MAX_DEPTH};
 use memotag::{Codec, EncodedValue};
@@ -27,10 +28,16 @@ fn pickle_fn<'py>(
 /// Encodes a Python object as a stored value.
 pub fn encode(obj: &Bound<'_, PyAny>) -> PyResult<EncodedValue> {
     if let Some(v) = to_value(obj, 0)? {
-        return Ok(EncodedValue::from_value(&v));
+        // The core encoder decides what canonical CBOR can hold (what its decoder reads back);
+        // the rest is pickled like any other object.
+        if let Ok(encoded) = EncodedValue::from_value(&v) {
+            return Ok(encoded);
+        }
     }
     if let Some(array) = to_npy(obj)? {
-        return Ok(EncodedValue::npy(&array));
+        if let Ok(encoded) = EncodedValue::npy(&array) {
+            return Ok(encoded);
+        }
     }
     let py = obj.py();
     let dumps = pickle_fn(py, &PICKLE_DUMPS, "dumps")?;
@@ -41,7 +48,9 @@ pub fn encode(obj: &Bound<'_, PyAny>) -> PyResult<EncodedValue> {
 }
 
 /// The canonical value tree of `obj`, or `None` if it (or something inside it) is not one of the
-/// exact builtin types the canonical encoding covers.
+/// exact builtin types the canonical encoding covers. Conversion stops just past
+/// [`MAX_DEPTH`] (so that a deeply nested object is not walked to its end); the encoder checks
+/// the limit itself.
 fn to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<Value>> {
     if depth > MAX_DEPTH {
         return Ok(None);

@@ -16,7 +16,7 @@ use memotag::{
     Store,
 };
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
@@ -87,6 +87,9 @@ fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
     match e {
         StorageError::ReadOnly { .. } => raise(py, "ReadOnlyStore", e.to_string()),
         StorageError::LockTimeout { .. } => raise(py, "StoreLocked", e.to_string()),
+        StorageError::CorruptValue { .. } | StorageError::CorruptBlob { .. } => {
+            raise(py, "CorruptValue", e.to_string())
+        }
         _ if e.is_busy() => raise(py, "StoreLocked", e.to_string()),
         _ => raise(py, "MemotagError", e.to_string()),
     }
@@ -421,6 +424,7 @@ impl PyStore {
             verify_source_hash: slf.get().verify_source_hash,
             code: Mutex::new(CodeState::default()),
             warned: std::sync::atomic::AtomicBool::new(false),
+            warned_not_stored: std::sync::atomic::AtomicBool::new(false),
         };
         let state = memo.capture_code(py, &store)?;
         memo.code = Mutex::new(state);
@@ -819,6 +823,8 @@ pub struct Memo {
     code: Mutex<CodeState>,
     /// `CodeChangedWarning` is given once per function and process.
     warned: std::sync::atomic::AtomicBool,
+    /// `ResultNotStoredWarning` is given once per function and process.
+    warned_not_stored: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1033,6 +1039,29 @@ impl Memo {
     }
 }
 
+impl Memo {
+    /// Returns a computed result that cannot be stored (it cannot be encoded, or the store could
+    /// not read it back), telling the user once: later calls compute it again.
+    fn not_stored(
+        &self,
+        py: Python<'_>,
+        result: Bound<'_, PyAny>,
+        reason: &str,
+    ) -> PyResult<Py<PyAny>> {
+        if !self.warned_not_stored.swap(true, Ordering::Relaxed) {
+            warn(
+                py,
+                "ResultNotStoredWarning",
+                &format!(
+                    "{}(): the result was returned but not stored, so later calls compute it again: {reason} (this warning is shown once)",
+                    self.name
+                ),
+            )?;
+        }
+        Ok(result.unbind())
+    }
+}
+
 fn missing(function: &str, param: &str) -> PyErr {
     PyTypeError::new_err(format!("{function}() missing required argument: '{param}'"))
 }
@@ -1066,7 +1095,13 @@ impl Memo {
         }
         let result = self.func.bind(py).call(args, kwargs)?;
         let outputs: Vec<memotag::EncodedValue> = if self.outputs.len() == 1 {
-            vec![convert::encode(&result)?]
+            match convert::encode(&result) {
+                Ok(encoded) => vec![encoded],
+                Err(e) if e.is_instance_of::<PyException>(py) => {
+                    return self.not_stored(py, result, &e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             let items: Vec<Bound<'_, PyAny>> = match result.cast::<PyTuple>() {
                 Ok(t) if t.len() == self.outputs.len() => t.iter().collect(),
@@ -1079,7 +1114,13 @@ impl Memo {
                     )));
                 }
             };
-            items.iter().map(convert::encode).collect::<PyResult<_>>()?
+            match items.iter().map(convert::encode).collect::<PyResult<_>>() {
+                Ok(encoded) => encoded,
+                Err(e) if e.is_instance_of::<PyException>(py) => {
+                    return self.not_stored(py, result, &e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
         };
         let sources = std::mem::take(&mut self.code.lock().pending);
         let code = reader.code.clone();
@@ -1095,6 +1136,9 @@ impl Memo {
             Err(e) => {
                 // Not stored: send them again next time.
                 self.code.lock().pending.extend(sources);
+                if let CallError::UnreadableValue { .. } = e {
+                    return self.not_stored(py, result, &e.to_string());
+                }
                 return Err(call_error(py, e));
             }
         };
@@ -1153,7 +1197,7 @@ impl Memo {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<String> {
         let store = self.store.get().store(py)?;
-        Ok(self.bind_call(py, &store, args, kwargs)?.call_id.to_hex())
+        Ok(self.bind_call(py, &store, args, kwargs)?.call_id().to_hex())
     }
 
     #[getter]

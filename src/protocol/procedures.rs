@@ -425,22 +425,18 @@ impl Wire<RecordRequest> for RecordV1 {
             return Err("the result carries a code record, which generation 1 cannot send; dropping it would file the result under other code".to_string());
         }
         Ok(RecordV1 {
-            function: model.call.function,
-            call_id: model.call.call_id,
-            inputs: model.call.inputs.clone(),
+            function: model.call.function(),
+            call_id: model.call.call_id(),
+            inputs: model.call.inputs().to_vec(),
             outputs: model.outputs.clone(),
         })
     }
 
+    /// The call id stays what the payload claims; the store re-derives it before recording.
     fn upgrade(self) -> RecordRequest {
         let input_ids = self.inputs.iter().map(|(_, v)| v.id()).collect();
         RecordRequest::without_code(
-            BoundCall {
-                function: self.function,
-                call_id: self.call_id,
-                inputs: self.inputs,
-                input_ids,
-            },
+            BoundCall::claimed(self.function, self.call_id, self.inputs, input_ids),
             self.outputs,
         )
     }

@@ -303,6 +303,43 @@ pub fn referenced_values(
     Ok(refs)
 }
 
+/// What [`visit_result_inputs`] calls for each row: `(seq, call_id, input value ids)`.
+pub type ResultInputsVisitor<'a> = dyn FnMut(i64, &[u8], &[Option<ValueId>]) + 'a;
+
+/// Visits every row of a memo table with its call id and the value ids in `columns` (input
+/// columns, in order; `None` for NULL or a malformed id): `visit(seq, call_id, ids)`.
+pub fn visit_result_inputs(
+    conn: &Connection,
+    table: &str,
+    columns: &[String],
+    visit: &mut ResultInputsVisitor<'_>,
+) -> Result<(), StorageError> {
+    let mut sql = String::from("SELECT seq, call_id");
+    for c in columns {
+        sql.push_str(&format!(", \"{c}\""));
+    }
+    sql.push_str(&format!(" FROM \"{table}\""));
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut ids = Vec::with_capacity(columns.len());
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let call_id = row.get_ref(1)?.as_blob().unwrap_or_default();
+        ids.clear();
+        for i in 0..columns.len() {
+            let id = row
+                .get_ref(2 + i)?
+                .as_blob()
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(ValueId);
+            ids.push(id);
+        }
+        visit(seq, call_id, &ids);
+    }
+    Ok(())
+}
+
 // ---- values ----------------------------------------------------------------------------------
 
 /// One row of the `values` table, without its bytes.

@@ -1,5 +1,10 @@
 //! Memo tables (one per function version), values and conflicts: the SQL behind `record`,
 //! `lookup` and the queries. Identity and validity are decided by `calls`; this module stores.
+//!
+//! SQLite checks none of what it stores, so what is read is checked here against what it is
+//! named by: a value's bytes against its id (content addressing makes the id its checksum), a
+//! result found through the call index against the call id of the row itself. Damage is an
+//! error, never a value.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -27,31 +32,22 @@ pub struct BlobSink<'a> {
     pub threshold: usize,
 }
 
-/// Stores a value once; large values become files (when `sink` is given).
+/// Stores a value once, under the id derived from its codec and bytes; large values become
+/// files (when `sink` is given).
 pub fn put_value(
     conn: &Connection,
     sink: Option<&BlobSink<'_>>,
     value: &EncodedValue,
 ) -> Result<ValueId, StorageError> {
     let id = value.id();
-    put_value_with_id(conn, sink, value, &id)?;
-    Ok(id)
-}
-
-pub(crate) fn put_value_with_id(
-    conn: &Connection,
-    sink: Option<&BlobSink<'_>>,
-    value: &EncodedValue,
-    id: &ValueId,
-) -> Result<(), StorageError> {
     let mut exists = conn.prepare_cached("SELECT 1 FROM \"values\" WHERE id = ?1")?;
     if exists.exists([id.as_bytes()])? {
-        return Ok(());
+        return Ok(id);
     }
     let preview = crate::value::preview(value.codec, &value.bytes);
     let inline = match sink {
         Some(sink) if value.bytes.len() > sink.threshold => {
-            sink.blobs.put(value, id)?;
+            sink.blobs.put(value, &id)?;
             None
         }
         _ => Some(value.bytes.as_slice()),
@@ -66,10 +62,11 @@ pub(crate) fn put_value_with_id(
         inline,
         preview
     ])?;
-    Ok(())
+    Ok(id)
 }
 
-/// Reads a value, from the table or its verified file.
+/// Reads a value, from the table or its file, verified against its id: bytes that are not what
+/// the id names are [`StorageError::CorruptValue`] (or `CorruptBlob` for a file).
 pub fn get_value(
     conn: &Connection,
     blobs: &BlobStore,
@@ -87,7 +84,13 @@ pub fn get_value(
     let codec = Codec::from_u8(codec)
         .map_err(|_| StorageError::Corrupt(format!("value {id} has unknown codec {codec}")))?;
     match data {
-        Some(bytes) => Ok(Some(EncodedValue { codec, bytes })),
+        Some(bytes) => {
+            let value = EncodedValue { codec, bytes };
+            if value.id() != *id {
+                return Err(StorageError::CorruptValue { id: *id });
+            }
+            Ok(Some(value))
+        }
         None => blobs.get(id).map(Some),
     }
 }
@@ -110,33 +113,35 @@ pub fn insert_result(
     client: i64,
     time_ms: i64,
 ) -> Result<RecordOutcome, StorageError> {
-    for ((_, value), id) in call.inputs.iter().zip(&call.input_ids) {
-        put_value_with_id(conn, Some(sink), value, id)?;
+    // Ids derived here, whatever the call claims (the session has checked its claims already).
+    let mut input_ids = Vec::with_capacity(call.inputs().len());
+    for (_, value) in call.inputs() {
+        input_ids.push(put_value(conn, Some(sink), value)?);
     }
     let mut output_ids = Vec::with_capacity(outputs.len());
     for value in outputs {
         output_ids.push(put_value(conn, Some(sink), value)?);
     }
     let packed = pack_ids(&output_ids);
-    let table = memo_table(&call.function);
+    let table = memo_table(&call.function());
     let mut sql = format!("INSERT INTO \"{table}\" (call_id, code, outputs, client, time");
-    for (tag, _) in &call.inputs {
+    for (tag, _) in call.inputs() {
         sql.push_str(&format!(", \"{}\"", input_column(tag)));
     }
     sql.push_str(") VALUES (?, ?, ?, ?, ?");
-    for _ in &call.inputs {
+    for _ in call.inputs() {
         sql.push_str(", ?");
     }
     sql.push_str(") ON CONFLICT (call_id, code) DO NOTHING");
     let mut insert = conn.prepare_cached(&sql)?;
-    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(5 + call.inputs.len());
-    let call_id = call.call_id.0;
+    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(5 + call.inputs().len());
+    let call_id = call.call_id().0;
     values.push(&call_id);
     values.push(&code);
     values.push(&packed);
     values.push(&client);
     values.push(&time_ms);
-    let id_bytes: Vec<[u8; 16]> = call.input_ids.iter().map(|id| id.0).collect();
+    let id_bytes: Vec<[u8; 16]> = input_ids.iter().map(|id| id.0).collect();
     for bytes in &id_bytes {
         values.push(bytes);
     }
@@ -157,14 +162,14 @@ pub fn insert_result(
         .prepare_cached(
             "SELECT 1 FROM conflicts WHERE call_id = ?1 AND code = ?2 AND outputs = ?3 AND function = ?4",
         )?
-        .exists(params![call_id, code, packed, call.function.as_bytes()])?;
+        .exists(params![call_id, code, packed, call.function().as_bytes()])?;
     if !known {
         conn.prepare_cached(
             "INSERT INTO conflicts (function, call_id, code, outputs, client, time)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
-            call.function.as_bytes(),
+            call.function().as_bytes(),
             call_id,
             code,
             packed,
@@ -179,6 +184,12 @@ pub fn insert_result(
 
 /// Every result of a call (any code) as (seq, code, output ids), newest first. Almost always one
 /// row; sorting in Rust is cheaper than asking SQLite for an ordered scan.
+///
+/// The rows are found through the call index, and each row's own `call_id` is compared with
+/// the one asked for: SQLite trusts an index entry's row pointer, so a damaged one would hand
+/// out another call's result. Reading the row by its `seq` in a second loop (`t`) makes SQLite
+/// read `call_id` from the row, not from the index entry that led there; the B-tree work is the
+/// same as for one loop (an index probe, then the row by `seq`).
 pub fn call_results(
     conn: &Connection,
     function: &FunctionTag,
@@ -189,9 +200,11 @@ pub fn call_results(
             .borrow_mut()
             .entry(*function)
             .or_insert_with(|| {
+                let table = memo_table(function);
                 format!(
-                    "SELECT seq, code, outputs FROM \"{}\" WHERE call_id = ?1",
-                    memo_table(function)
+                    "SELECT t.seq, t.code, t.outputs, t.call_id \
+                     FROM \"{table}\" AS i CROSS JOIN \"{table}\" AS t ON t.seq = i.seq \
+                     WHERE i.call_id = ?1"
                 )
                 .into()
             })
@@ -210,6 +223,14 @@ pub fn call_results(
                 memo_table(function)
             ))
         })?;
+        let own = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+        if own != call_id.0 {
+            return Err(StorageError::Corrupt(format!(
+                "the call index of {} leads call {call_id} to result {seq}, which is of call {}: the store is damaged (run `memotag check`)",
+                memo_table(function),
+                hex::encode(own)
+            )));
+        }
         out.push((seq, code, ids));
     }
     out.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));

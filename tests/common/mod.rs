@@ -10,11 +10,11 @@ use memotag::{EncodedValue, Value};
 pub const ROLE_ENV: &str = "MEMOTAG_TEST_ROLE";
 
 pub fn int(i: i64) -> EncodedValue {
-    EncodedValue::from_value(&Value::Int(i))
+    EncodedValue::from_value(&Value::Int(i)).expect("an int encodes")
 }
 
 pub fn text(s: &str) -> EncodedValue {
-    EncodedValue::from_value(&Value::Str(s.to_string()))
+    EncodedValue::from_value(&Value::Str(s.to_string())).expect("a string encodes")
 }
 
 pub fn decode(v: &EncodedValue) -> Value {

@@ -18,8 +18,9 @@ fn open_write(path: &Path) -> Result<Store, CliError> {
     Ok(OpenOptions::new().open(path)?)
 }
 
-fn encode_json(json: &serde_json::Value) -> EncodedValue {
+fn encode_json(json: &serde_json::Value) -> Result<EncodedValue, CliError> {
     EncodedValue::from_value(&Value::from_json(json))
+        .map_err(|e| CliError::new(format!("the value {json} cannot be stored: {e}")))
 }
 
 fn applied(seq: Option<u64>, done: String, already: String) -> Result<(), CliError> {
@@ -41,10 +42,10 @@ pub fn create(
     let specs = inputs
         .iter()
         .map(|i| match &i.default {
-            Some(d) => InputSpec::with_default(i.name.clone(), encode_json(d)),
-            None => InputSpec::required(i.name.clone()),
+            Some(d) => Ok(InputSpec::with_default(i.name.clone(), encode_json(d)?)),
+            None => Ok(InputSpec::required(i.name.clone())),
         })
-        .collect();
+        .collect::<Result<_, CliError>>()?;
     let mut spec = FunctionSpec::new(name, specs)
         .version(version)
         .new_family(new_family);
@@ -89,7 +90,7 @@ pub fn add_input(
     let seq = store.apply(&SchemaChange::AddInput {
         function: f.tag,
         name: name.to_string(),
-        default: default.map(encode_json),
+        default: default.map(encode_json).transpose()?,
     })?;
     let shown = default.map_or_else(String::new, |d| format!(" (default {d})"));
     applied(

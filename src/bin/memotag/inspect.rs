@@ -66,8 +66,9 @@ pub fn versions<'c>(
     }
 }
 
-fn encode_json(json: &J) -> EncodedValue {
+fn encode_json(json: &J) -> Result<EncodedValue, CliError> {
     EncodedValue::from_value(&Value::from_json(json))
+        .map_err(|e| CliError::new(format!("the value {json} cannot be stored: {e}")))
 }
 
 // ---- functions -------------------------------------------------------------------------------
@@ -529,7 +530,7 @@ pub fn calls(
         let mut applies = true;
         for Assignment { name, value } in filters {
             match catalog.resolve_input(f, name) {
-                Some(resolution) => filter.push((resolution.target().tag, encode_json(value))),
+                Some(resolution) => filter.push((resolution.target().tag, encode_json(value)?)),
                 None if version.is_some() => {
                     return Err(SchemaError::NoSuchInput {
                         function: format!("{} version {}", family.name, f.version),
