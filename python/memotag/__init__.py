@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 from . import _code, _errors, _memotag
 from ._code import remote
 from ._errors import (
+    BatchNotStored,
     CodeChangedWarning,
     ConflictWarning,
     IncompatibleSignature,
@@ -57,6 +58,7 @@ __all__ = [
     "ReadOnlyStore",
     "StoreLocked",
     "VersionError",
+    "BatchNotStored",
     "Miss",
     "RenamedWarning",
     "ConflictWarning",
@@ -266,8 +268,13 @@ class Store(_memotag.Store):
 
     @contextlib.contextmanager
     def batch(self):
-        """Buffer results (visible through this store) and commit them together at the end
-        (or every 1,000); nothing is locked while your code runs. An exception drops the batch."""
+        """Buffer this thread's results (visible to this thread through this store) and commit
+        them together at the end (or every 1,000); nothing is locked while your code runs. An
+        exception drops the batch's results that are not committed yet.
+
+        A batch belongs to the thread that opened it: other threads using the store record at
+        once (or in their own batches) and do not see its results before it commits.
+        ``close()`` commits every open batch's results first."""
         self.begin_batch()
         try:
             yield self
