@@ -221,3 +221,23 @@ def test_a_lookup_inside_a_batch_returns_the_canonical_result(path):
             assert mine(1) == 99, "the committed result is canonical; the buffered one is a conflict"
         assert mine(1) == 99
         assert len(store.conflicts()) == 1
+
+
+def test_exiting_with_a_batch_open_commits_it(path):
+    exited = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import memotag
+            store = memotag.Store({path!r})
+            @store.memo
+            def f(x):
+                return x * 2
+            store.begin_batch()
+            for i in range(10):
+                f(i)
+            # exits with the batch open and the store never closed
+        """)],
+        capture_output=True,
+        text=True,
+    )
+    assert exited.returncode == 0, exited.stderr
+    assert _count(path) == 10
