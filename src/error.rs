@@ -235,11 +235,68 @@ pub enum CallError {
         reason: ValueError,
     },
     #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
     Value(#[from] ValueError),
     #[error(transparent)]
     Version(#[from] crate::protocol::VersionError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// When a batch's buffered results were being committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchFlush {
+    /// The batch reached `batch_size` results while recording one more.
+    AutoFlush,
+    /// The batch ended (`commit_batch`, the end of `Store::batch`).
+    Commit,
+    /// The store was being closed with batches open (`Store::close`, `Store::flush_batches`).
+    Close,
+}
+
+/// Buffered results could not be committed: how many were stored and what became of the others.
+/// A flush is one transaction, so either all of its results are stored or none.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct BatchError {
+    pub flush: BatchFlush,
+    /// Auto-flush and commit: results of this batch committed by its earlier auto-flushes.
+    /// Close: results committed by this close before the failure.
+    pub stored: usize,
+    /// Results not stored: still buffered after an auto-flush or a close, dropped after a
+    /// commit (see [`BatchError::still_buffered`]).
+    pub not_stored: usize,
+    /// Why the flush failed.
+    pub cause: Box<CallError>,
+}
+
+impl BatchError {
+    /// Whether the results not stored are still buffered (and committed with their batch, or by
+    /// a later close), rather than dropped.
+    pub fn still_buffered(&self) -> bool {
+        self.flush != BatchFlush::Commit
+    }
+
+    fn describe(&self) -> String {
+        let (stored, not_stored, cause) = (self.stored, self.not_stored, &self.cause);
+        match self.flush {
+            BatchFlush::AutoFlush => format!(
+                "a batch could not commit its buffered results ({cause}): {stored} of its results \
+                 are stored (by earlier flushes); {not_stored} are not, and stay buffered in this \
+                 thread's batch: they are committed when it ends and dropped if it is aborted"
+            ),
+            BatchFlush::Commit => format!(
+                "a batch could not commit ({cause}): {stored} of its results are stored (by \
+                 earlier flushes); the other {not_stored} were not stored and are dropped"
+            ),
+            BatchFlush::Close => format!(
+                "the store could not commit the results buffered in its open batches before \
+                 closing ({cause}): {stored} were stored; {not_stored} were not, and stay \
+                 buffered in the still open store"
+            ),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for CallError {

@@ -48,7 +48,7 @@ pub mod value;
 
 pub use calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
 pub use code::{CodeRecord, LibraryRef, Policy, Reader, RefKind, SourceText, UserRef};
-pub use error::{CallError, Error, OpenError, SchemaError, StorageError};
+pub use error::{BatchError, BatchFlush, CallError, Error, OpenError, SchemaError, StorageError};
 pub use protocol::procedures::{LookupAnswer, PackageRow};
 pub use protocol::{Menu, VersionError};
 pub use schema::{

@@ -1,18 +1,20 @@
 //! `Store` and `OpenOptions`: the session a user holds on one store file.
 //!
 //! A session keeps the client's copy of the catalog (caught up from the log whenever it might be
-//! stale), the client's identity, and an optional batch of buffered results. Every operation goes
-//! rules (`schema`, `calls`) → storage; nothing here writes SQL.
+//! stale), the client's identity, and the open batches of buffered results: each belongs to the
+//! thread that opened it. Every operation goes rules (`schema`, `calls`) → storage; nothing here
+//! writes SQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use std::sync::Arc;
 use uuid::Uuid;
 
-use crate::code::{judge, CodeRecord, Reader, SourceText, Verdict};
+use crate::code::{judge, CodeHash, CodeRecord, Reader, SourceText, Verdict};
 use crate::protocol::procedures::{
     self, Answer, LookupAnswer, LookupRequest, PackageRow, Query, RecordRequest, ResultsWith,
     CALL_LOOKUP, CALL_QUERY, CALL_RECORD, CALL_RECORD_BATCH, CODE_PACKAGES, CODE_PREFLIGHT,
@@ -24,7 +26,7 @@ use crate::protocol::{
 use crate::storage::FileHandshake;
 
 use crate::calls::{self, BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
-use crate::error::{CallError, OpenError, SchemaError, StorageError};
+use crate::error::{BatchError, BatchFlush, CallError, OpenError, SchemaError, StorageError};
 use crate::schema::{
     Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, InputTag, Interface, Notice,
     Plan, Resolution, SchemaChange,
@@ -224,7 +226,7 @@ impl OpenOptions {
             selection: Arc::new(selection),
             handshake,
             codes: Default::default(),
-            batch: None,
+            batches: HashMap::new(),
             batch_size: self.batch_size,
             blob_threshold: self.blob_threshold,
         };
@@ -245,11 +247,36 @@ impl OpenOptions {
 }
 
 /// An open store: the handle every operation goes through. `Send + Sync`; operations from several
-/// threads are serialized on one connection.
+/// threads are serialized on one connection, and each thread has its own batch.
+///
+/// Dropping the store commits the results still buffered in open batches (of every thread); if
+/// that fails, it says so on stderr. [`Store::close`] does the same and returns the error.
 pub struct Store {
     pub(crate) session: Mutex<Session>,
     path: PathBuf,
     client_name: String,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let session = self.session.get_mut();
+        let (results, batches) = session.buffered();
+        if results == 0 {
+            return;
+        }
+        if let Err(e) = session.flush_all_batches() {
+            let (lost, cause) = match &e {
+                CallError::Batch(b) => (b.not_stored, b.cause.to_string()),
+                other => (results, other.to_string()),
+            };
+            eprintln!(
+                "memotag: {}: the store was dropped with {results} results buffered in {batches} \
+                 open batches; {} were stored, and {lost} could not be and are lost: {cause}",
+                self.path.display(),
+                results - lost
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -270,7 +297,8 @@ pub(crate) struct Session {
     handshake: FileHandshake,
     /// Code records read so far, by store id (they never change).
     codes: std::collections::HashMap<i64, Arc<CodeRecord>>,
-    batch: Option<Batch>,
+    /// Open batches, by the thread that opened them. Empty on the hot path.
+    batches: HashMap<ThreadId, Batch>,
     batch_size: usize,
     blob_threshold: usize,
 }
@@ -283,6 +311,8 @@ struct Batch {
     by_call: HashMap<(FunctionTag, CallId), Vec<usize>>,
     /// Nested `begin_batch` calls: only the outermost commit or abort ends the batch.
     depth: usize,
+    /// Results of this batch committed by earlier flushes.
+    stored: usize,
 }
 
 impl Store {
@@ -647,23 +677,29 @@ impl Store {
         })
     }
 
-    /// Starts buffering results: they are visible to lookups through this handle and committed
-    /// in one transaction when the batch ends (or every `batch_size` results). No lock is held
-    /// in between.
+    /// Starts buffering this thread's results: they are visible to this thread's lookups
+    /// through this handle and committed in one transaction when the batch ends (or every
+    /// `batch_size` results). No lock is held in between.
+    ///
+    /// A batch belongs to the thread that opened it: other threads using the same handle record
+    /// durably at once (or in batches of their own) and do not see its results before it commits.
     ///
     /// Batches nest: an inner `begin_batch`/`commit_batch` (or `abort_batch`) pair is part of
     /// the outer batch, which alone commits or drops the results.
     pub fn begin_batch(&self) {
+        let thread = std::thread::current().id();
         let mut s = self.session.lock();
-        s.batch.get_or_insert_with(Batch::default).depth += 1;
+        s.batches.entry(thread).or_default().depth += 1;
     }
 
-    /// Commits the buffered results and stops buffering (for the outermost batch; an inner one
-    /// only closes its scope). Buffering stops even when the commit fails: the error says the
-    /// results were not stored, and later records are written directly, never left buffered.
+    /// Commits this thread's buffered results and stops buffering (for the outermost batch; an
+    /// inner one only closes its scope). Buffering stops even when the commit fails: the
+    /// [`BatchError`] says how many results of the batch are stored and how many were dropped,
+    /// and later records are written directly, never left buffered.
     pub fn commit_batch(&self) -> Result<Vec<RecordOutcome>, CallError> {
+        let thread = std::thread::current().id();
         let mut s = self.session.lock();
-        match &mut s.batch {
+        match s.batches.get_mut(&thread) {
             Some(batch) if batch.depth > 1 => {
                 batch.depth -= 1;
                 return Ok(Vec::new());
@@ -671,22 +707,45 @@ impl Store {
             None => return Ok(Vec::new()),
             Some(_) => {}
         }
-        let outcomes = s.flush_batch();
-        s.batch = None;
+        let outcomes = s.flush_batch(thread, BatchFlush::Commit);
+        s.batches.remove(&thread);
         outcomes
     }
 
-    /// Drops the buffered results and stops buffering (for the outermost batch; an inner one
-    /// only closes its scope).
+    /// Drops this thread's buffered results and stops buffering (for the outermost batch; an
+    /// inner one only closes its scope).
     pub fn abort_batch(&self) {
+        let thread = std::thread::current().id();
         let mut s = self.session.lock();
-        match &mut s.batch {
+        match s.batches.get_mut(&thread) {
             Some(batch) if batch.depth > 1 => batch.depth -= 1,
-            _ => s.batch = None,
+            _ => {
+                s.batches.remove(&thread);
+            }
         }
     }
 
-    /// Runs `f` inside a batch; commits if it returns `Ok`, drops the batch otherwise.
+    /// Commits the results buffered in every thread's open batch now; the batches stay open.
+    /// Returns how many results were committed. On failure, the [`BatchError`] says how many
+    /// were stored, and the others stay buffered.
+    pub fn flush_batches(&self) -> Result<usize, CallError> {
+        self.session.lock().flush_all_batches()
+    }
+
+    /// Commits the results buffered in every thread's open batch, then closes the store. If
+    /// they cannot be committed, the store is returned, still open and with the results still
+    /// buffered, with the error (so that nothing is dropped without the caller deciding so).
+    /// Dropping a store does the same, but can only report a failure on stderr.
+    #[allow(clippy::result_large_err)]
+    pub fn close(self) -> Result<(), (Store, CallError)> {
+        match self.flush_batches() {
+            Ok(_) => Ok(()),
+            Err(e) => Err((self, e)),
+        }
+    }
+
+    /// Runs `f` inside a batch (this thread's); commits if it returns `Ok`, drops the batch
+    /// otherwise.
     pub fn batch<T, E: From<CallError>>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
@@ -996,7 +1055,7 @@ impl Session {
         if !request.code.is_empty() {
             // Refused here, before anything is buffered or written: in a batch the failure would
             // otherwise come at the flush and take the batch's other results with it.
-            let method = match self.batch {
+            let method = match own_batch(&mut self.batches) {
                 Some(_) => CALL_RECORD_BATCH.method,
                 None => CALL_RECORD.method,
             };
@@ -1008,7 +1067,7 @@ impl Session {
         let (f, name) = self.function_knowing(request.call.function(), request.call.inputs())?;
         calls::rederive(f, name, &request.call)?;
         calls::check_values(f, name, &request.call, &request.outputs)?;
-        if let Some(batch) = &mut self.batch {
+        if let Some((thread, batch)) = own_batch(&mut self.batches) {
             let key = (request.call.function(), request.call.call_id());
             batch
                 .by_call
@@ -1017,7 +1076,7 @@ impl Session {
                 .push(batch.pending.len());
             batch.pending.push(request);
             if batch.pending.len() >= self.batch_size {
-                self.flush_batch()?;
+                self.flush_batch(thread, BatchFlush::AutoFlush)?;
             }
             return Ok(RecordOutcome::Buffered);
         }
@@ -1055,13 +1114,33 @@ impl Session {
         Ok(())
     }
 
-    fn flush_batch(&mut self) -> Result<Vec<RecordOutcome>, CallError> {
-        if self.batch.as_ref().is_none_or(|b| b.pending.is_empty()) {
+    /// Commits the buffered results of `thread`'s batch in one transaction. On failure they
+    /// are all still buffered, and the error says so as `flush` goes on to report it.
+    fn flush_batch(
+        &mut self,
+        thread: ThreadId,
+        flush: BatchFlush,
+    ) -> Result<Vec<RecordOutcome>, CallError> {
+        let Some(batch) = self.batches.get(&thread) else {
+            return Ok(Vec::new());
+        };
+        if batch.pending.is_empty() {
             return Ok(Vec::new());
         }
+        let (stored, not_stored) = (batch.stored, batch.pending.len());
+        let not_stored = |cause: CallError| {
+            CallError::from(BatchError {
+                flush,
+                stored,
+                not_stored,
+                cause: Box::new(cause),
+            })
+        };
         // Before the results leave the batch: if this fails, they are all still buffered.
-        let client = self.client_id()?;
-        let batch = self.batch.as_mut().expect("checked above");
+        let client = self
+            .client_id()
+            .map_err(|e| not_stored(CallError::from(e)))?;
+        let batch = self.batches.get_mut(&thread).expect("checked above");
         let pending = std::mem::take(&mut batch.pending);
         let selection = self.selection.clone();
         let threshold = self.blob_threshold;
@@ -1081,18 +1160,57 @@ impl Session {
                 Ok::<_, CallError>(outcomes)
             })
         });
-        let batch = self.batch.as_mut().expect("batch checked above");
+        let batch = self.batches.get_mut(&thread).expect("batch checked above");
         match result {
             Ok(outcomes) => {
                 batch.by_call.clear();
+                batch.stored += outcomes.len();
                 Ok(outcomes)
             }
             Err(e) => {
                 // Keep the results so that the caller can retry the commit.
                 batch.pending = pending;
-                Err(e)
+                Err(not_stored(e))
             }
         }
+    }
+
+    /// Commits every open batch's buffered results (for closing); the batches stay open.
+    fn flush_all_batches(&mut self) -> Result<usize, CallError> {
+        let threads: Vec<ThreadId> = self.batches.keys().copied().collect();
+        let mut stored = 0;
+        for (i, thread) in threads.iter().enumerate() {
+            match self.flush_batch(*thread, BatchFlush::Close) {
+                Ok(outcomes) => stored += outcomes.len(),
+                Err(CallError::Batch(e)) => {
+                    let not_stored = threads[i..]
+                        .iter()
+                        .filter_map(|t| self.batches.get(t))
+                        .map(|b| b.pending.len())
+                        .sum();
+                    return Err(BatchError {
+                        flush: BatchFlush::Close,
+                        stored,
+                        not_stored,
+                        cause: e.cause,
+                    }
+                    .into());
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(stored)
+    }
+
+    /// How many results are buffered in open batches, and in how many batches.
+    fn buffered(&self) -> (usize, usize) {
+        let results = self.batches.values().map(|b| b.pending.len()).sum();
+        let batches = self
+            .batches
+            .values()
+            .filter(|b| !b.pending.is_empty())
+            .count();
+        (results, batches)
     }
 
     fn lookup(
@@ -1105,30 +1223,17 @@ impl Session {
             self.rederive(call)?;
         }
         let outputs_count = self.function(call.function())?.outputs.len();
-        if let Some(batch) = &self.batch {
-            // Buffered results of this call, newest first: the first acceptable one is a hit.
-            let buffered = batch.by_call.get(&(call.function(), call.call_id()));
-            for &i in buffered.into_iter().flatten().rev() {
-                let pending = &batch.pending[i];
-                let changed = match reader.as_ref().map(|r| judge(r, &pending.code)) {
-                    Some(Verdict::Reject(_)) => continue,
-                    Some(Verdict::Accept { changed }) => changed,
-                    None => Vec::new(),
-                };
-                let outputs = pending.outputs.clone();
-                let hit = Hit {
-                    seq: 0,
-                    code: -1,
-                    output_ids: outputs.iter().map(EncodedValue::id).collect(),
-                    outputs,
-                };
-                return Ok(LookupAnswer {
-                    hit: Some(hit),
-                    other_code: 0,
-                    changed,
-                });
-            }
-        }
+        // This thread's buffered results of this call, oldest first.
+        let buffered: Vec<&RecordRequest> = match own_batch(&mut self.batches) {
+            Some((_, batch)) => batch
+                .by_call
+                .get(&(call.function(), call.call_id()))
+                .into_iter()
+                .flatten()
+                .map(|&i| &batch.pending[i])
+                .collect(),
+            None => Vec::new(),
+        };
         let request = LookupRequest {
             call: call.clone(),
             reader,
@@ -1139,9 +1244,16 @@ impl Session {
         CALL_LOOKUP.call(&self.selection, &request, |request| {
             db.snapshot(|conn| {
                 let mut answer = LookupAnswer::default();
-                for (seq, code, output_ids) in
-                    memo::call_results(conn, &request.call.function(), &request.call.call_id())?
-                {
+                let results =
+                    memo::call_results(conn, &request.call.function(), &request.call.call_id())?;
+                if !buffered.is_empty() {
+                    if let Some(answer) =
+                        buffered_answer(conn, codes, &results, &buffered, &request.reader)?
+                    {
+                        return Ok(answer);
+                    }
+                }
+                for (seq, code, output_ids) in results {
                     if output_ids.len() != outputs_count {
                         return Err(StorageError::Corrupt(format!(
                             "result {seq} of {} has {} outputs, its function {outputs_count}: the store is damaged (run `memotag check`)",
@@ -1151,20 +1263,7 @@ impl Session {
                         .into());
                     }
                     if let Some(reader) = &request.reader {
-                        let record = match codes.get(&code) {
-                            Some(record) => record.clone(),
-                            None => {
-                                let record = crate::storage::code::code_record(conn, code)?
-                                    .ok_or_else(|| {
-                                        StorageError::Corrupt(format!(
-                                            "result {seq} refers to missing code record {code}"
-                                        ))
-                                    })?;
-                                let record = Arc::new(record);
-                                codes.insert(code, record.clone());
-                                record
-                            }
-                        };
+                        let record = cached_code_record(conn, codes, seq, code)?;
                         match judge(reader, &record) {
                             Verdict::Reject(_) => {
                                 answer.other_code += 1;
@@ -1233,6 +1332,76 @@ impl Session {
             })?)
         })
     }
+}
+
+/// The calling thread's open batch, if it has one; cheap when no batch is open (the hot path).
+fn own_batch(batches: &mut HashMap<ThreadId, Batch>) -> Option<(ThreadId, &mut Batch)> {
+    if batches.is_empty() {
+        return None;
+    }
+    let thread = std::thread::current().id();
+    batches.get_mut(&thread).map(|batch| (thread, batch))
+}
+
+/// A code record by store id, read once per session (records never change).
+fn cached_code_record(
+    conn: &rusqlite::Connection,
+    codes: &mut HashMap<i64, Arc<CodeRecord>>,
+    seq: i64,
+    code: i64,
+) -> Result<Arc<CodeRecord>, StorageError> {
+    if let Some(record) = codes.get(&code) {
+        return Ok(record.clone());
+    }
+    let record = crate::storage::code::code_record(conn, code)?.ok_or_else(|| {
+        StorageError::Corrupt(format!("result {seq} refers to missing code record {code}"))
+    })?;
+    let record = Arc::new(record);
+    codes.insert(code, record.clone());
+    Ok(record)
+}
+
+/// Inside a batch, a lookup answers as it would once the batch is committed: a buffered result
+/// whose call and code already have a committed result (or an earlier buffered one) will be a
+/// conflict, so the canonical outputs win over it; a buffered result under new code will be the
+/// newest. Returns the newest acceptable buffered result that will be canonical, if any;
+/// otherwise the committed results answer.
+fn buffered_answer(
+    conn: &rusqlite::Connection,
+    codes: &mut HashMap<i64, Arc<CodeRecord>>,
+    committed: &[(i64, i64, Vec<ValueId>)],
+    buffered: &[&RecordRequest],
+    reader: &Option<Arc<Reader>>,
+) -> Result<Option<LookupAnswer>, StorageError> {
+    let mut taken: HashSet<CodeHash> = HashSet::with_capacity(committed.len() + buffered.len());
+    for (seq, code, _) in committed {
+        taken.insert(cached_code_record(conn, codes, *seq, *code)?.hash());
+    }
+    let canonical: Vec<&RecordRequest> = buffered
+        .iter()
+        .copied()
+        .filter(|pending| taken.insert(pending.code.hash()))
+        .collect();
+    for pending in canonical.into_iter().rev() {
+        let changed = match reader.as_ref().map(|r| judge(r, &pending.code)) {
+            Some(Verdict::Reject(_)) => continue,
+            Some(Verdict::Accept { changed }) => changed,
+            None => Vec::new(),
+        };
+        let outputs = pending.outputs.clone();
+        let hit = Hit {
+            seq: 0,
+            code: -1,
+            output_ids: outputs.iter().map(EncodedValue::id).collect(),
+            outputs,
+        };
+        return Ok(Some(LookupAnswer {
+            hit: Some(hit),
+            other_code: 0,
+            changed,
+        }));
+    }
+    Ok(None)
 }
 
 /// Stores one record request: its sources, its code record, then the result.

@@ -18,18 +18,22 @@ recorded result::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import functools
 import inspect
 import json
 import os
+import sys
 import warnings
+import weakref
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 from . import _code, _errors, _memotag
 from ._code import remote
 from ._errors import (
+    BatchNotStored,
     CodeChangedWarning,
     ConflictWarning,
     CorruptValue,
@@ -60,6 +64,7 @@ __all__ = [
     "StoreLocked",
     "VersionError",
     "CorruptValue",
+    "BatchNotStored",
     "Miss",
     "RenamedWarning",
     "ConflictWarning",
@@ -74,6 +79,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_memotag._after_fork_in_child)
 
 _CODE_MODES = ("warn", "strict", "ignore")
+
+# Stores open when the interpreter exits may never be collected: close them then, so that the
+# results buffered in their open batches are committed (as close() does), not silently lost.
+_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except BatchNotStored as e:
+            sys.stderr.write(
+                f"memotag: {store.path}: {e.not_stored} results buffered in open batches could "
+                f"not be stored before exiting, so they are lost: {e.__cause__}\n"
+            )
 
 
 class FunctionInfo(NamedTuple):
@@ -141,6 +162,10 @@ class Store(_memotag.Store):
     break its lock; ``busy_timeout`` (seconds) how long to wait for other writers. Ctrl-C ends a
     wait with ``KeyboardInterrupt``.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The core opened the store (in __new__).
+        _open_stores.add(self)
 
     # -- the decorator ------------------------------------------------------------------------
 
@@ -273,8 +298,13 @@ class Store(_memotag.Store):
 
     @contextlib.contextmanager
     def batch(self):
-        """Buffer results (visible through this store) and commit them together at the end
-        (or every 1,000); nothing is locked while your code runs. An exception drops the batch."""
+        """Buffer this thread's results (visible to this thread through this store) and commit
+        them together at the end (or every 1,000); nothing is locked while your code runs. An
+        exception drops the batch's results that are not committed yet.
+
+        A batch belongs to the thread that opened it: other threads using the store record at
+        once (or in their own batches) and do not see its results before it commits.
+        ``close()`` commits every open batch's results first."""
         self.begin_batch()
         try:
             yield self

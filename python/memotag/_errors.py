@@ -25,6 +25,18 @@ class StoreLocked(MemotagError):
     """Other writers held the store for longer than the busy timeout."""
 
 
+class BatchNotStored(MemotagError):
+    """Results buffered in a batch could not be committed. ``stored``: how many were stored
+    (for a batch, by its earlier flushes; for ``close()``, by the close); ``not_stored``: how
+    many were not; ``still_buffered``: whether those are still buffered (an automatic flush
+    every 1,000 results, or ``close()``, which then leaves the store open) rather than dropped
+    (the end of the batch). ``__cause__`` is the error that stopped the commit."""
+
+    stored: int
+    not_stored: int
+    still_buffered: bool
+
+
 class VersionError(MemotagError):
     """This memotag and the store (or server) have no common protocol for an operation."""
 

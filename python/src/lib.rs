@@ -126,11 +126,30 @@ fn schema_error(py: Python<'_>, e: SchemaError) -> PyErr {
 }
 
 fn call_error(py: Python<'_>, e: CallError) -> PyErr {
+    if let CallError::Batch(batch) = e {
+        return batch_error(py, batch);
+    }
     match &e {
         CallError::Storage(s) => storage_error(py, s),
         CallError::Version(_) => raise(py, "VersionError", e.to_string()),
         _ => raise(py, "MemotagError", e.to_string()),
     }
+}
+
+/// `BatchNotStored`, with how many results were and were not stored, and the cause as
+/// `__cause__`.
+fn batch_error(py: Python<'_>, e: memotag::BatchError) -> PyErr {
+    let err = raise(py, "BatchNotStored", e.to_string());
+    let value = err.value(py);
+    let set = value
+        .setattr("stored", e.stored)
+        .and_then(|()| value.setattr("not_stored", e.not_stored))
+        .and_then(|()| value.setattr("still_buffered", e.still_buffered()));
+    if let Err(failed) = set {
+        return failed;
+    }
+    err.set_cause(py, Some(call_error(py, *e.cause)));
+    err
 }
 
 #[allow(dead_code)]
@@ -293,10 +312,30 @@ impl PyStore {
         self.state.lock().store.is_none()
     }
 
-    /// Closes the connection; a batch in progress is dropped. In a forked child the inherited
-    /// connection is never closed (it belongs to the parent): it is let go of instead.
-    fn close(&self) {
+    /// Commits the results buffered in every thread's open batch, then closes the connection.
+    /// If they cannot be committed, raises `BatchNotStored` and stays open, the results still
+    /// buffered. In a forked child the inherited connection is never closed (it belongs to the
+    /// parent, and so do its batches): it is let go of instead.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let store = {
+            let mut state = self.state.lock();
+            match &state.store {
+                Some(store) if state.generation == FORK_GENERATION.load(Ordering::Relaxed) => {
+                    store.clone()
+                }
+                _ => {
+                    state.release();
+                    return Ok(());
+                }
+            }
+        };
+        py.detach(|| store.flush_batches())
+            .map_err(|e| call_error(py, e))?;
         self.state.lock().release();
+        // Results that other threads buffered meanwhile are committed when the last user of
+        // the store lets go of it.
+        py.detach(move || drop(store));
+        Ok(())
     }
 
     /// Binds a Python function to the store and returns its memoized form. `params`: one
@@ -431,8 +470,10 @@ impl PyStore {
         Ok((memo, warnings))
     }
 
+    /// Batches are per thread: see `Store::begin_batch` in the core crate.
     fn begin_batch(&self, py: Python<'_>) -> PyResult<()> {
-        self.store(py)?.begin_batch();
+        let store = self.store(py)?;
+        py.detach(|| store.begin_batch());
         Ok(())
     }
 
@@ -445,7 +486,8 @@ impl PyStore {
     }
 
     fn abort_batch(&self, py: Python<'_>) -> PyResult<()> {
-        self.store(py)?.abort_batch();
+        let store = self.store(py)?;
+        py.detach(|| store.abort_batch());
         Ok(())
     }
 
