@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use common::int;
 use common::kill::{
-    clean_duration, copy_tree, random_kills, remove_dead_lock, strace_or_skip, sweep, Failures,
+    copy_tree, operation_window, random_kills, remove_dead_lock, strace_or_skip, sweep, Failures,
     Run, Tally,
 };
 use memotag::storage::memo::memo_table;
@@ -178,8 +178,14 @@ fn kill_everywhere(
             tally.points.push((syscall, points));
         }
     }
-    let within = clean_duration(prepare);
-    let (kills, misses) = random_kills(RANDOM_KILLS, within, &mut failures, prepare, |run| {
+    // The same program, started and stopping at once.
+    let idle = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_memotag"));
+        cmd.arg("--version");
+        cmd
+    };
+    let window = operation_window(idle, prepare);
+    let (kills, misses) = random_kills(RANDOM_KILLS, window, &mut failures, prepare, |run| {
         verify(&scratch.store(), run)
     });
     tally.random_kills = kills;
@@ -428,7 +434,7 @@ fn gc_kills(mode: Mode) {
         "unlink",
         "unlinkat",
         "rename",
-        "rmdir",
+        "write",
     ];
     kill_everywhere(
         &format!("gc ({mode} mode)"),
@@ -470,7 +476,7 @@ fn set_mode_kills(from: Mode, to: Mode) {
         "unlink",
         "unlinkat",
         "rename",
-        "rmdir",
+        "write",
     ];
     kill_everywhere(
         &format!("set-mode {from} -> {to}"),

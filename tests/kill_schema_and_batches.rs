@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::kill::{
-    clean_duration, random_kills, remove_dead_lock, strace_or_skip, sweep, Failures, Run, Tally,
+    operation_window, random_kills, remove_dead_lock, strace_or_skip, sweep, Failures, Run, Tally,
 };
 use common::{child_command, decode, int, role};
 use memotag::{
@@ -147,10 +147,12 @@ fn kill_everywhere(what: &str, runs: &Runs, syscalls: &[&'static str], verify: i
         }
     }
     // At random moments the next client breaks a dead client's lock itself, after its lease.
-    let within = clean_duration(|| runs.prepare());
+    // The same test binary, started and stopping at once.
+    let idle = || child_command(runs.test, "idle", &[]);
+    let window = operation_window(idle, || runs.prepare());
     let (kills, misses) = random_kills(
         RANDOM_KILLS,
-        within,
+        window,
         &mut failures,
         || runs.prepare(),
         &verify,

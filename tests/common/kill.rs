@@ -245,24 +245,28 @@ pub fn sweep(
     unreachable!()
 }
 
-/// Kills fresh runs after random delays below `within` until `kills` runs died of it (a delay
+/// Kills fresh runs after random delays in `window` until `kills` runs died of it (a delay
 /// can come after the run finished: that run is verified too, and counted as a miss); what
 /// fails goes to `failures`. Returns (kills, misses).
 pub fn random_kills(
     kills: u32,
-    within: Duration,
+    window: std::ops::Range<Duration>,
     failures: &mut Failures,
     mut prepare: impl FnMut() -> Command,
     mut verify: impl FnMut(&Run),
 ) -> (u32, u32) {
     let (mut killed, mut missed) = (0, 0);
+    let (from, to) = (
+        window.start.as_micros() as u64,
+        window.end.as_micros() as u64,
+    );
     while killed < kills {
         assert!(
             missed <= 3 * kills + 10,
-            "{missed} random delays below {within:?} came after the run had finished"
+            "{missed} random delays in {window:?} came after the run had finished"
         );
         let cmd = prepare();
-        let delay = Duration::from_micros(fastrand::u64(0..=within.as_micros() as u64));
+        let delay = Duration::from_micros(fastrand::u64(from..=to.max(from)));
         let run = run(&cmd, KillAt::Delay(delay), None);
         failures.check(&run, &mut verify);
         if run.killed {
@@ -274,19 +278,28 @@ pub fn random_kills(
     (killed, missed)
 }
 
-/// How long `prepare()`'s command takes when nothing kills it (the shortest of three runs).
-pub fn clean_duration(mut prepare: impl FnMut() -> Command) -> Duration {
-    let mut times: Vec<Duration> = (0..3)
-        .map(|_| {
-            let mut cmd = prepare();
-            let started = Instant::now();
-            let out = cmd.stdin(Stdio::null()).output().expect("run");
-            assert!(out.status.success(), "a clean run fails: {out:?}");
-            started.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[0]
+/// When to kill at random so that most kills land in the operation, not in starting the
+/// process: from the time `idle` (the same program doing nothing) takes to the time the
+/// operation takes (the shortest of three clean runs each).
+pub fn operation_window(
+    mut idle: impl FnMut() -> Command,
+    mut prepare: impl FnMut() -> Command,
+) -> std::ops::Range<Duration> {
+    let shortest = |make: &mut dyn FnMut() -> Command| {
+        (0..3)
+            .map(|_| {
+                let mut cmd = make();
+                let started = Instant::now();
+                let out = cmd.stdin(Stdio::null()).output().expect("run");
+                assert!(out.status.success(), "a clean run fails: {out:?}");
+                started.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let idle = shortest(&mut idle);
+    let whole = shortest(&mut prepare);
+    idle.min(whole)..whole
 }
 
 // ---- strace ----------------------------------------------------------------------------------
