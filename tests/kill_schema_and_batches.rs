@@ -27,17 +27,27 @@ const RANDOM_KILLS: u32 = 20;
 /// soon.
 const LEASE: Duration = Duration::from_millis(300);
 
-fn open(path: &Path, mode: Mode) -> Store {
+/// The lease of a client that runs under strace (every system call stopped, so renewals come
+/// late): long enough that it never loses its lock; its lock is removed by hand when it dies.
+const TRACED_LEASE: Duration = Duration::from_secs(5);
+
+fn open(path: &Path, mode: Mode, lease: Duration) -> Store {
     OpenOptions::new()
         .mode(mode)
-        .lock_lease(LEASE)
+        .lock_lease(lease)
         .blob_threshold(4_096)
         .open(path)
         .unwrap()
 }
 
-fn mode_from_env() -> Mode {
-    std::env::var("MODE").unwrap().parse().unwrap()
+/// The store a child was given (`STORE`, `MODE`, `LEASE_MS`).
+fn open_from_env() -> Store {
+    let var = |key: &str| std::env::var(key).unwrap();
+    open(
+        Path::new(&var("STORE")),
+        var("MODE").parse().unwrap(),
+        Duration::from_millis(var("LEASE_MS").parse().unwrap()),
+    )
 }
 
 /// Results recorded before any client is killed: `f(x) = 3x` for these x.
@@ -46,7 +56,7 @@ const EARLIER: std::ops::Range<i64> = 10_000..10_040;
 /// A store with `f(x)` and the earlier results, in `mode`.
 fn store_template(dir: &Path, mode: Mode) -> PathBuf {
     let path = dir.join("team.memo");
-    let store = open(&path, mode);
+    let store = open(&path, mode, LEASE);
     let f = store
         .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
         .unwrap();
@@ -87,23 +97,19 @@ impl Runs {
         self.run.join("team.memo")
     }
 
-    /// The client's command, on a fresh copy of the template.
-    fn prepare(&self) -> Command {
+    /// The client's command, with this lease in shared mode, on a fresh copy of the template.
+    fn prepare(&self, lease: Duration) -> Command {
         if self.run.exists() {
             std::fs::remove_dir_all(&self.run).unwrap();
         }
         common::kill::copy_tree(&self.template, &self.run);
-        self.command()
-    }
-
-    /// The client's command on the current copy.
-    fn command(&self) -> Command {
         child_command(
             self.test,
             self.role,
             &[
                 ("STORE", self.store().display().to_string()),
                 ("MODE", self.mode.to_string()),
+                ("LEASE_MS", lease.as_millis().to_string()),
             ],
         )
     }
@@ -111,7 +117,7 @@ impl Runs {
     /// Does the client's work again, to completion, on the current copy (in this process: a
     /// client that opens the store after the kill); returns the store, checked.
     fn complete(&self, work: fn(&Store)) -> Store {
-        let store = open(&self.store(), self.mode);
+        let store = open(&self.store(), self.mode, LEASE);
         work(&store);
         let findings = memotag::maintenance::check(&self.store(), &mut ()).unwrap();
         assert!(
@@ -129,12 +135,13 @@ fn kill_everywhere(what: &str, runs: &Runs, syscalls: &[&'static str], verify: i
     let mut failures = Failures::default();
     if let Some(strace) = strace_or_skip() {
         for syscall in syscalls {
-            // The dead client's lock is removed by hand here (its lease would expire anyway).
+            // The dead client's lock is removed by hand here: its lease would run out too, but
+            // waiting for that after each of hundreds of kills takes too long.
             let points = sweep(
                 &strace,
                 syscall,
                 &mut failures,
-                || runs.prepare(),
+                || runs.prepare(TRACED_LEASE),
                 |run| {
                     remove_dead_lock(&runs.store());
                     verify(run)
@@ -146,12 +153,12 @@ fn kill_everywhere(what: &str, runs: &Runs, syscalls: &[&'static str], verify: i
     // At random moments the next client breaks a dead client's lock itself, after its lease.
     // The same test binary, started and stopping at once.
     let idle = || child_command(runs.test, "idle", &[]);
-    let window = operation_window(idle, || runs.prepare());
+    let window = operation_window(idle, || runs.prepare(LEASE));
     let (kills, misses) = random_kills(
         RANDOM_KILLS,
         window,
         &mut failures,
-        || runs.prepare(),
+        || runs.prepare(LEASE),
         &verify,
     );
     tally.random_kills = kills;
@@ -255,7 +262,7 @@ fn expected_schema(steps: usize) -> (String, Option<String>, bool) {
 
 fn schema_kills(test: &'static str, mode: Mode) {
     if role().as_deref() == Some("schema") {
-        let store = open(Path::new(&std::env::var("STORE").unwrap()), mode_from_env());
+        let store = open_from_env();
         change_the_schema(&store);
         return;
     }
@@ -357,7 +364,7 @@ fn flush_batches(store: &Store) {
 
 fn batch_kills(test: &'static str, mode: Mode) {
     if role().as_deref() == Some("batches") {
-        let store = open(Path::new(&std::env::var("STORE").unwrap()), mode_from_env());
+        let store = open_from_env();
         flush_batches(&store);
         return;
     }
