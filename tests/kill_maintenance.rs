@@ -3,7 +3,13 @@
 //! after every kill the store passes `check` (SQLite's integrity check, a gapless log that
 //! replays to the catalog, every referenced value present and verified), every result recorded
 //! before is there with its outputs, the store opens and records, and the command run again
-//! completes and leaves the store as it should be. Local (WAL) and shared-mode stores.
+//! completes and leaves the store as it should be. Local (WAL) and shared-mode stores. The
+//! lock a killed command leaves on a shared store is removed by hand (after checking that its
+//! holder is dead): the CLI's lease is 10 s, and tests/shared_mode.rs and
+//! tests/kill_schema_and_batches.rs show clients breaking such locks themselves.
+//!
+//! Last, the read commands (`check`, `info`, `functions`, `calls`) must read a store that a
+//! client killed in the middle of a schema change left behind, before any writer opens it.
 
 mod common;
 
