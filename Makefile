@@ -37,9 +37,10 @@ test-python: develop
 test-netfs: develop
 	CARGO="$(CARGO)" NETFS_PYTHON="$(abspath $(VPY))" bash tests/netfs/run.sh
 
+# --no-fail-fast: a failing test binary does not keep the others from running (and reporting).
 test-rust:
 	$(CARGO) build --release --all-targets
-	$(CARGO) test --release --workspace --exclude memotag-python
+	$(CARGO) test --release --no-fail-fast --workspace --exclude memotag-python
 
 # Benchmarks (docs/benchmarks.md): the Rust benches (benches/run.sh -> <target>/bench/rust.json),
 # then memotag against joblib.Memory, diskcache and lru_cache from Python (benches/peers.py ->

@@ -1,15 +1,20 @@
 //! Four real processes changing the schema at once: identical changes are idempotent, conflicting
-//! ones are rejected (exactly one wins), the log stays gapless, the file stays intact.
+//! ones are rejected (exactly one wins), the log stays gapless, the file stays intact. A barrier
+//! starts the processes together and starts every round together, so that each round's
+//! conflicting changes really race; the test checks that the processes overlapped.
 
 mod common;
 
-use common::{finish, int, role, spawn_child};
+use common::{assert_overlapped, finish, int, role, spawn_child, unix_ns, ProcessBarrier, Span};
 use memotag::{FunctionSpec, InputSpec, SchemaError, Store};
 
 const TEST: &str = "four_processes_change_the_schema_at_once";
 
 fn worker(path: &str, me: i64) {
     let store = Store::open(path).unwrap();
+    let barrier = ProcessBarrier::from_env();
+    let me_str = me.to_string();
+    println!("OUT passed {}", barrier.wait("start", &me_str));
     let common_spec = || {
         FunctionSpec::new(
             "common",
@@ -20,6 +25,7 @@ fn worker(path: &str, me: i64) {
         )
     };
     for round in 0..10 {
+        barrier.wait(&format!("round-{round}"), &me_str);
         let common = store.create_function(common_spec()).unwrap();
         println!("OUT common {}", common.tag);
 
@@ -56,6 +62,7 @@ fn worker(path: &str, me: i64) {
             .unwrap();
         store.add_input(own.tag, "k", Some(int(round))).unwrap();
     }
+    println!("OUT finished {}", unix_ns());
 }
 
 #[test]
@@ -69,6 +76,7 @@ fn four_processes_change_the_schema_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("schema.memo");
     drop(Store::open(&path).unwrap());
+    let barrier = ProcessBarrier::create(&dir.path().join("barrier"), 4);
     let children: Vec<_> = (0..4)
         .map(|me| {
             spawn_child(
@@ -77,11 +85,14 @@ fn four_processes_change_the_schema_at_once() {
                 &[
                     ("STORE", path.display().to_string()),
                     ("ME", me.to_string()),
+                    barrier.env(),
                 ],
             )
         })
         .collect();
     let outputs: Vec<Vec<String>> = children.into_iter().map(finish).collect();
+    let spans: Vec<Span> = outputs.iter().map(|o| Span::from_lines(o)).collect();
+    assert_overlapped(&spans);
     let all: Vec<&String> = outputs.iter().flatten().collect();
 
     let common_tags: std::collections::BTreeSet<_> = all

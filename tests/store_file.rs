@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{file_bytes, finish, int, role, spawn_child};
+use common::{
+    file_bytes, finish, int, overlapped, role, spawn_child, unix_ns, ProcessBarrier, Span,
+};
 use memotag::{FunctionSpec, InputSpec, Mode, OpenError, OpenOptions, SchemaError, Store};
 
 #[test]
@@ -226,20 +228,19 @@ fn a_newer_format_generation_with_our_levels_still_opens() {
         .unwrap();
 }
 
+/// Rounds of the creation race that must really race (both processes past the barrier before
+/// either had opened the store), half on a missing path and half on a 0-byte file.
+const RACED_ROUNDS: usize = 3;
+
 #[test]
 fn two_processes_creating_the_same_store_end_with_one_store() {
+    const TEST: &str = "two_processes_creating_the_same_store_end_with_one_store";
     if role().as_deref() == Some("create") {
         let path = std::env::var("STORE").unwrap();
-        let start: u128 = std::env::var("START_AT").unwrap().parse().unwrap();
-        while std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            < start
-        {
-            std::hint::spin_loop();
-        }
+        let me = std::env::var("ME").unwrap();
+        let passed = ProcessBarrier::from_env().wait("start", &me);
         let store = Store::open(&path).unwrap();
+        let opened = unix_ns();
         let f = store
             .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
             .unwrap();
@@ -250,37 +251,49 @@ fn two_processes_creating_the_same_store_end_with_one_store() {
             )
             .unwrap();
         store.record(&call, vec![int(1)]).unwrap();
-        println!("OUT {}", f.tag);
+        println!("OUT passed {passed}");
+        println!("OUT finished {opened}");
+        println!("OUT tag {}", f.tag);
         return;
     }
     if role().is_some() {
         return;
     }
-    for round in 0..5 {
+    // Rounds go on until enough of each kind raced (a loaded machine may schedule one process
+    // late); every round, raced or not, must end with one store.
+    let mut raced = [0usize; 2];
+    let mut rounds = 0;
+    for round in 0..30 {
+        if raced.iter().all(|n| *n >= RACED_ROUNDS) {
+            break;
+        }
+        rounds += 1;
+        let kind = round % 2;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("race.memo");
-        if round % 2 == 1 {
+        if kind == 1 {
             std::fs::write(&path, b"").unwrap();
         }
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            + 300;
-        let env = [
-            ("STORE", path.display().to_string()),
-            ("START_AT", start.to_string()),
-        ];
+        let barrier = ProcessBarrier::create(&dir.path().join("barrier"), 2);
         let children: Vec<_> = (0..2)
-            .map(|_| {
+            .map(|me| {
                 spawn_child(
-                    "two_processes_creating_the_same_store_end_with_one_store",
+                    TEST,
                     "create",
-                    &env,
+                    &[
+                        ("STORE", path.display().to_string()),
+                        ("ME", me.to_string()),
+                        barrier.env(),
+                    ],
                 )
             })
             .collect();
-        let tags: Vec<_> = children.into_iter().flat_map(finish).collect();
+        let outputs: Vec<Vec<String>> = children.into_iter().map(finish).collect();
+        let tags: Vec<&str> = outputs
+            .iter()
+            .flatten()
+            .filter_map(|l| l.strip_prefix("tag "))
+            .collect();
         assert_eq!(tags.len(), 2);
         assert_eq!(
             tags[0], tags[1],
@@ -291,5 +304,15 @@ fn two_processes_creating_the_same_store_end_with_one_store() {
         let f = store.function("f", 1).unwrap();
         assert_eq!(store.count_results(f.tag).unwrap(), 2);
         assert_eq!(store.integrity_check().unwrap(), vec!["ok"]);
+        let spans: Vec<Span> = outputs.iter().map(|o| Span::from_lines(o)).collect();
+        if overlapped(&spans) {
+            raced[kind] += 1;
+        }
     }
+    println!("{rounds} rounds, raced {raced:?} (missing path, 0-byte file)");
+    assert!(
+        raced.iter().all(|n| *n >= RACED_ROUNDS),
+        "too few rounds where both processes were creating the store at once: {raced:?} \
+         (missing path, 0-byte file)"
+    );
 }

@@ -68,23 +68,42 @@ def test_a_stale_process_records_calls_that_new_code_hits(path):
         assert row["inputs"] == {"x": 3, "scale": 1}
 
 
-def _record_range(path, start, stop):
+def _record_range(path, start, stop, barrier, results):
     store = memotag.Store(path)
 
     @store.memo
     def f(x):
         return x * 3
 
-    return [f(i) for i in range(start, stop)]
+    # Every process is ready (store open, function bound) before any records.
+    barrier.wait()
+    passed = time.time_ns()
+    values = [f(i) for i in range(start, stop)]
+    results.put((start, values, passed, time.time_ns()))
 
 
 def test_concurrent_processes_lose_nothing(path):
     memotag.Store(path).close()
     ranges = [(w * 300, w * 300 + 500) for w in range(4)]  # overlapping
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(4) as pool:
-        results = pool.starmap(_record_range, [(path, a, b) for a, b in ranges])
-    assert all(r == [i * 3 for i in range(a, b)] for r, (a, b) in zip(results, ranges))
+    barrier = ctx.Barrier(len(ranges))
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_record_range, args=(path, a, b, barrier, results)) for a, b in ranges
+    ]
+    for p in procs:
+        p.start()
+    done = {}
+    for _ in procs:
+        start, values, passed, finished = results.get(timeout=120)
+        done[start] = (values, passed, finished)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert all(done[a][0] == [i * 3 for i in range(a, b)] for a, b in ranges)
+    # They really ran at once: every process was past the barrier before any finished.
+    spans = {a: (passed, finished) for a, (_, passed, finished) in done.items()}
+    assert max(p for p, _ in spans.values()) < min(f for _, f in spans.values()), spans
     with memotag.Store(path) as store:
         rows = store.calls("f")
         assert sorted(r["inputs"]["x"] for r in rows) == list(range(0, 1400))
