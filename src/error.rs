@@ -38,6 +38,12 @@ pub enum StorageError {
     ModeSwitched { path: PathBuf },
     #[error("this store is open read-only{reason}", reason = reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
     ReadOnly { reason: Option<String> },
+    #[error("a client died in the middle of a commit to {path} and left its journal {journal}; rolling it back needs write access to the store's folder, which this client does not have ({source}). Open the store once as a user who may write there (e.g. `memotag check`), then read again")]
+    JournalNeedsWriter {
+        path: PathBuf,
+        journal: PathBuf,
+        source: std::io::Error,
+    },
     #[error("value {id} is stored as a file but the file {path} is missing")]
     MissingBlob { id: ValueId, path: PathBuf },
     #[error("value file {path} does not match its id {id}: it was modified or damaged")]

@@ -85,7 +85,9 @@ fn storage_error(py: Python<'_>, e: &StorageError) -> PyErr {
         }
     }
     match e {
-        StorageError::ReadOnly { .. } => raise(py, "ReadOnlyStore", e.to_string()),
+        StorageError::ReadOnly { .. } | StorageError::JournalNeedsWriter { .. } => {
+            raise(py, "ReadOnlyStore", e.to_string())
+        }
         StorageError::LockTimeout { .. } => raise(py, "StoreLocked", e.to_string()),
         StorageError::CorruptValue { .. } | StorageError::CorruptBlob { .. } => {
             raise(py, "CorruptValue", e.to_string())

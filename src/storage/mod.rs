@@ -122,7 +122,14 @@ impl Database {
             file::FileState::Store { .. } => {}
         }
         refuse_hard_links(path)?;
-        open_existing(req)
+        let was_wal = file::is_wal(path);
+        match open_existing(req) {
+            // A switch to shared mode killed half way leaves a rollback-mode header and a
+            // journal holding the WAL header: the lock-less connection rolled it back, and the
+            // file is a WAL (local) store again. Open it as one.
+            Err(_) if !was_wal && file::is_wal(path) => open_existing(req),
+            other => other,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -292,6 +299,9 @@ impl Database {
     /// the pages fresh on NFS (close-to-open consistency) and on sshfs without `kernel_cache`;
     /// it is also when SQLite rolls back a hot journal a dead holder left.
     fn reopen(&mut self) -> Result<(), StorageError> {
+        if self.read_only {
+            recover_hot_journal(&self.path)?;
+        }
         let conn = connect(&self.path, self.read_only, Some(NO_LOCK_VFS))?;
         conn.busy_timeout(BUSY_SLICE)?;
         Mode::Shared.configure_connection(&conn)?;
@@ -602,6 +612,43 @@ pub(crate) fn inspect_confirmed(
     }
 }
 
+/// Rolls back the journal a dead shared-mode writer left, for a read-only client that holds the
+/// lease lock (so the journal is certainly hot: every writer holds that lock until its journal is
+/// gone). A read-only SQLite connection cannot roll a journal back and would fail every read
+/// until some writer came along; this opens a read-write connection just long enough for SQLite
+/// to roll it back. A client that may not write the store's folder gets
+/// `StorageError::JournalNeedsWriter`, saying what recovers it.
+fn recover_hot_journal(path: &Path) -> Result<(), StorageError> {
+    let mut journal = path.as_os_str().to_os_string();
+    journal.push("-journal");
+    let journal = PathBuf::from(journal);
+    if !std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let needs_writer = |source: std::io::Error| StorageError::JournalNeedsWriter {
+        path: path.to_path_buf(),
+        journal: journal.clone(),
+        source,
+    };
+    // Opening read-write succeeds on a read-only file system or file (SQLite falls back to read
+    // only), so ask the file system first.
+    if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
+        return Err(needs_writer(e));
+    }
+    let conn = connect(path, false, Some(NO_LOCK_VFS))?;
+    conn.busy_timeout(BUSY_SLICE)?;
+    match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())) {
+        Ok(()) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) => {
+            Err(needs_writer(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                e.to_string(),
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Refuses a store file with more than one hard link: SQLite names the journal and WAL after
 /// the name it was opened by, and memotag its lock and blob folder, so two names of one file
 /// would be two stores writing one file. (Symlinks are resolved instead; see `Database::open`.)
@@ -714,6 +761,9 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
             lease = Some(lock);
             held = Some(taken);
         }
+    }
+    if req.read_only && held.is_some() {
+        recover_hot_journal(path)?;
     }
     let mut conn = connect(path, req.read_only, held.as_ref().map(|_| NO_LOCK_VFS))?;
     // While opening, wait as long as a write would: a client creating or converting the store at
