@@ -54,17 +54,9 @@ const MAX_COMMITS: u64 = 1_500;
 /// opener runs undelayed (a weaker test, said on stderr); under CI (`CI=true`, root) that is
 /// a failure.
 fn spawn_delayed_opener(env: &[(&str, String)]) -> std::process::Child {
-    let strace = ["/usr/bin/strace", "/bin/strace"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-    let Some(strace) = strace else {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        // SAFETY: geteuid has no preconditions.
-        assert!(
-            !(ci && unsafe { libc::geteuid() } == 0),
-            "strace is needed to delay the openers (apt-get install strace)"
-        );
-        eprintln!("SKIPPED: open race delays: strace unavailable; openers run undelayed");
+    // The kill tests' strace: found or installed, and a skip is a failure under CI.
+    let Some(strace) = common::kill::strace_or_skip() else {
+        eprintln!("open race delays: strace unavailable; the openers run undelayed");
         return spawn_child(OPENS, "opener", env);
     };
     let exe = std::env::current_exe().unwrap();
