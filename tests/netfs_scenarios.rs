@@ -536,29 +536,6 @@ const S5: &str = "scenario5_creating_and_opening_while_others_commit_never_fails
 const S5_ROUNDS: usize = 100;
 const S5_PROCESSES: usize = 4;
 
-/// Every process waits until all `n` have created `<dir>/<round>-ready-<me>` (on the local
-/// disk: the barrier is the test's, not the store's).
-fn round_barrier(dir: &std::path::Path, round: usize, me: i64, n: usize) {
-    std::fs::write(dir.join(format!("{round}-ready-{me}")), b"").unwrap();
-    let prefix = format!("{round}-ready-");
-    let started = Instant::now();
-    while std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        })
-        .count()
-        < n
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "barrier of round {round}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Issue 13, defect 1: opening read the file's length, header and journal without a lock, so a
 /// commit through the other mount in between made a healthy store look truncated (one of two
 /// `make test` runs failed so in the Python scenario). Four processes, two per mount, for 100
@@ -575,7 +552,8 @@ fn scenario5_creating_and_opening_while_others_commit_never_fails() {
         let prefix = std::env::var("PREFIX").unwrap();
         let mut failures = Vec::new();
         for round in 0..S5_ROUNDS {
-            round_barrier(&barrier_dir, round, me, S5_PROCESSES);
+            common::ProcessBarrier::create(&barrier_dir, S5_PROCESSES)
+                .wait(&format!("round-{round}"), &me.to_string());
             let fresh = mount.join(format!("{prefix}-round-{round}.memo"));
             let step = |path: &PathBuf| -> Result<(), String> {
                 let store = Store::open(path).map_err(|e| format!("open: {e}"))?;

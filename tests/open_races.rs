@@ -4,34 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use common::{finish, int, role, spawn_child};
+use common::{finish, int, role, spawn_child, ProcessBarrier};
 use memotag::{EncodedValue, FunctionSpec, InputSpec, Mode, OpenOptions, Store};
-
-/// Every child creates `<dir>/ready-<me>` and waits until `n` such files exist.
-fn barrier(dir: &Path, me: &str, n: usize) {
-    std::fs::write(dir.join(format!("ready-{me}")), b"").unwrap();
-    let started = Instant::now();
-    loop {
-        let ready = std::fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("ready-"))
-            })
-            .count();
-        if ready >= n {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "barrier: only {ready} of {n} arrived"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 fn env_path(key: &str) -> PathBuf {
     PathBuf::from(std::env::var(key).unwrap())
@@ -88,7 +65,7 @@ fn opening_a_shared_store_while_others_commit_never_fails_spuriously() {
             let me: u64 = std::env::var("ME").unwrap().parse().unwrap();
             let store = Store::open(&path).unwrap();
             let f = store.function("f", 1).unwrap();
-            barrier(&dir, &format!("c{me}"), 4);
+            ProcessBarrier::create(&dir, 4).wait("start", &format!("c{me}"));
             // Commits that each grow the file, until both openers are done.
             let mut committed = 0;
             while committed < MAX_COMMITS
@@ -108,7 +85,7 @@ fn opening_a_shared_store_while_others_commit_never_fails_spuriously() {
         Some("opener") => {
             let (path, dir) = (env_path("STORE"), env_path("BARRIER"));
             let me = std::env::var("ME").unwrap();
-            barrier(&dir, &format!("o{me}"), 4);
+            ProcessBarrier::create(&dir, 4).wait("start", &format!("o{me}"));
             let (mut failures, mut first) = (0u64, None);
             for _ in 0..OPENS_PER_OPENER {
                 match Store::open(&path) {
@@ -188,7 +165,8 @@ fn processes_creating_one_store_at_once_all_open_it() {
         let mut ids = Vec::new();
         for round in 0..ROUNDS {
             let round_dir = root.join(format!("round-{round}"));
-            barrier(&round_dir, &me, CREATORS);
+            ProcessBarrier::create(&root.join("barrier"), CREATORS)
+                .wait(&format!("round-{round}"), &me);
             let store = OpenOptions::new()
                 .mode(mode)
                 .open(round_dir.join("new.memo"))
@@ -256,7 +234,7 @@ fn a_store_opened_through_a_symlink_shares_its_lock() {
         let me: i64 = std::env::var("ME").unwrap().parse().unwrap();
         let store = Store::open(&path).unwrap();
         let f = store.function("f", 1).unwrap();
-        barrier(&dir, &me.to_string(), 4);
+        ProcessBarrier::create(&dir, 4).wait("start", &me.to_string());
         for i in me * PER_WRITER..(me + 1) * PER_WRITER {
             let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(i))]).unwrap();
             // Large enough that a commit writes many pages, so unserialized writers collide.
