@@ -127,11 +127,14 @@ pub struct Owner {
     pub renewed_ms: i64,
     pub lease_ms: u64,
     pub renewals: u64,
+    /// The holder's process space: its kernel's boot id and its pid namespace. A waiter in the
+    /// same space can ask the kernel whether the holder is alive (older owners have none).
+    pub space: Option<String>,
 }
 
 impl Owner {
     fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "token={}\nhost={}\npid={}\nstarted_ms={}\nacquired_ms={}\nrenewed_ms={}\nlease_ms={}\nrenewals={}\n",
             self.token,
             self.host,
@@ -141,7 +144,29 @@ impl Owner {
             self.renewed_ms,
             self.lease_ms,
             self.renewals
-        )
+        );
+        if let Some(space) = &self.space {
+            text.push_str(&format!("space={space}\n"));
+        }
+        text
+    }
+
+    /// Whether the holder is certainly gone: it ran in this process space (same kernel boot,
+    /// same pid namespace) and no process with its pid and start time exists. Anything else
+    /// (another machine, another namespace, an unreadable /proc) counts as alive: only its lease
+    /// can tell.
+    pub fn is_dead_here(&self) -> bool {
+        let Some(space) = &self.space else {
+            return false;
+        };
+        if process_space().as_deref() != Some(space.as_str()) {
+            return false;
+        }
+        match start_ms_of(&format!("/proc/{}", self.pid)) {
+            Some(started) => started != self.started_ms,
+            // No such process (or it ended between the reads).
+            None => !Path::new(&format!("/proc/{}", self.pid)).exists(),
+        }
     }
 
     /// Parses an `owner` file; `None` for a partial or foreign one.
@@ -160,6 +185,7 @@ impl Owner {
             renewed_ms: get("renewed_ms")?.parse().ok()?,
             lease_ms: get("lease_ms")?.parse().ok()?,
             renewals: get("renewals")?.parse().ok()?,
+            space: get("space"),
         })
     }
 
@@ -330,6 +356,19 @@ impl LeaseLock {
             }
             let owner = fs::read_to_string(self.dir.join("owner")).ok();
             let now = Instant::now();
+            // A holder that died on this machine (a killed `migrate`, a crashed notebook) is
+            // broken at once, not after its lease: the kernel says it is gone.
+            if owner
+                .as_deref()
+                .and_then(Owner::parse)
+                .is_some_and(|o| o.is_dead_here())
+            {
+                if let Some(b) = self.break_expired(owner.as_deref(), Duration::ZERO)? {
+                    broke = Some(b);
+                    watch.reset();
+                    continue;
+                }
+            }
             if let Verdict::Expired { silent } =
                 watch.observe(owner.as_deref(), now, self.config.lease)
             {
@@ -395,15 +434,19 @@ impl LeaseLock {
             broken_at_ms: now_ms(),
             broken_by: format!("{} pid {}", me.host, me.pid),
         };
+        let why = if silent.is_zero() {
+            "its process is gone".to_string()
+        } else {
+            format!("not renewed for {} ms", broken.silent_ms)
+        };
         eprintln!(
-            "memotag: broke the shared-mode lock {}: held by {}, not renewed for {} ms",
+            "memotag: broke the shared-mode lock {}: held by {}, {why}",
             self.dir.display(),
             broken
                 .holder
                 .as_ref()
                 .map(Owner::describe)
                 .unwrap_or_else(|| "an unknown client".to_string()),
-            broken.silent_ms
         );
         Ok(Some(broken))
     }
@@ -421,6 +464,7 @@ impl LeaseLock {
             renewed_ms: now,
             lease_ms: self.config.lease.as_millis() as u64,
             renewals: 0,
+            space: process_space(),
         };
         let confirmed = Instant::now();
         let path = self.dir.join("owner");
@@ -441,7 +485,7 @@ impl LeaseLock {
             let state = state.clone();
             let dir = self.dir.clone();
             let every = self.config.lease / RENEWALS_PER_LEASE;
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("memotag-lease".into())
                 .spawn(move || {
                     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
@@ -449,8 +493,16 @@ impl LeaseLock {
                             break;
                         }
                     }
-                })
-                .map_err(|e| StorageError::io(&self.dir, e))?
+                });
+            match spawned {
+                Ok(renewer) => renewer,
+                Err(e) => {
+                    // Without renewals the lock would look live for a whole lease: give it back.
+                    let _ = fs::remove_file(&path);
+                    let _ = fs::remove_dir(&self.dir);
+                    return Err(StorageError::io(&self.dir, e));
+                }
+            }
         };
         Ok(Held {
             dir: self.dir.clone(),
@@ -489,16 +541,22 @@ fn renew(dir: &Path, state: &Mutex<RenewState>) -> bool {
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     let started = Instant::now();
     let path = dir.join("owner");
-    match fs::read_to_string(&path)
-        .ok()
-        .as_deref()
-        .and_then(Owner::parse)
-    {
-        Some(o) if o.token == state.owner.token => {}
-        _ => {
+    // The token is checked through the very file that is then rewritten: a file that carries
+    // our token is ours (nobody else writes it), so a renewal can never overwrite the owner file
+    // of a client that broke our lock and took a new one at the same path in between.
+    let mut file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(file) => file,
+        Err(_) => {
             state.lost = true;
             return false;
         }
+    };
+    let mut text = String::new();
+    let ours = std::io::Read::read_to_string(&mut file, &mut text).is_ok()
+        && Owner::parse(&text).is_some_and(|o| o.token == state.owner.token);
+    if !ours {
+        state.lost = true;
+        return false;
     }
     let mut next = state.owner.clone();
     next.renewals += 1;
@@ -507,11 +565,11 @@ fn renew(dir: &Path, state: &Mutex<RenewState>) -> bool {
     // process of the same mount has it open turns into a `.fuse_hidden…` file, and the lock
     // directory could no longer be removed. A waiter that reads a half-written file only sees
     // "changed" and watches afresh.
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(next.render().as_bytes()));
+    let written = file.set_len(0).and_then(|()| {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(next.render().as_bytes(), 0)
+    });
+    drop(file);
     // Not confirmed on failure: if that goes on, the fence refuses to commit.
     if written.is_ok() {
         state.owner = next;
@@ -637,13 +695,32 @@ struct Identity {
     started_ms: i64,
 }
 
-fn identity() -> &'static Identity {
-    static ME: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
-    ME.get_or_init(|| Identity {
-        host: host_name(),
-        pid: std::process::id(),
-        started_ms: process_start_ms().unwrap_or_else(now_ms),
-    })
+/// This process's identity, computed once per process: a forked child (Python's
+/// multiprocessing) has another pid and start time, and must never write its parent's.
+fn identity() -> Arc<Identity> {
+    static ME: Mutex<Option<Arc<Identity>>> = Mutex::new(None);
+    let mut me = ME.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    match &*me {
+        Some(known) if known.pid == pid => known.clone(),
+        _ => {
+            let fresh = Arc::new(Identity {
+                host: host_name(),
+                pid,
+                started_ms: process_start_ms().unwrap_or_else(now_ms),
+            });
+            *me = Some(fresh.clone());
+            fresh
+        }
+    }
+}
+
+/// The kernel boot id and pid namespace of this process (`None` where /proc does not say):
+/// two processes with the same space see the same pids.
+fn process_space() -> Option<String> {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let pid_ns = fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), pid_ns.display()))
 }
 
 // Never cached across a fork: a forked child has another pid.
@@ -660,7 +737,12 @@ fn host_name() -> String {
 
 /// The process start time from /proc (boot time + start ticks), in unix ms.
 fn process_start_ms() -> Option<i64> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    start_ms_of("/proc/self")
+}
+
+/// The start time of the process at `proc_dir` (`/proc/<pid>`), in unix ms.
+fn start_ms_of(proc_dir: &str) -> Option<i64> {
+    let stat = fs::read_to_string(format!("{proc_dir}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let after = &stat[stat.rfind(')')? + 2..];
     let ticks: i64 = after.split(' ').nth(19)?.parse().ok()?;
@@ -689,6 +771,7 @@ mod tests {
             renewed_ms: 3,
             lease_ms,
             renewals,
+            space: None,
         }
         .render()
     }
@@ -855,5 +938,104 @@ mod tests {
             Err(StorageError::Interrupted)
         ));
         held.release();
+    }
+
+    /// An `owner` file as a process of this machine would have written it.
+    fn owner_of(pid: u32, started_ms: i64, space: Option<String>) -> String {
+        Owner {
+            token: "t".into(),
+            host: host_name(),
+            pid,
+            started_ms,
+            acquired_ms: 1,
+            renewed_ms: 1,
+            lease_ms: 60_000,
+            renewals: 0,
+            space,
+        }
+        .render()
+    }
+
+    #[test]
+    fn a_holder_that_died_on_this_machine_is_broken_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.memo");
+        let config = LockConfig {
+            lease: Duration::from_secs(60),
+            wait: Duration::from_millis(300),
+            interrupt: None,
+            pause_before_commit: None,
+        };
+        let plant = |owner: String| {
+            let lock = lock_dir(&store);
+            let _ = fs::remove_dir_all(&lock);
+            fs::create_dir(&lock).unwrap();
+            fs::write(lock.join("owner"), owner).unwrap();
+        };
+        // A process that has exited: its pid is free.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        plant(owner_of(gone_pid, 1, process_space()));
+        let started = Instant::now();
+        let held = LeaseLock::beside(&store, config.clone()).acquire().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "not after its 60 s lease"
+        );
+        assert_eq!(held.broke().unwrap().holder.as_ref().unwrap().pid, gone_pid);
+        held.release();
+
+        // A live process of this machine, a holder in another process space, and an owner
+        // written before spaces were recorded: all wait for their lease.
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let live_start = start_ms_of(&format!("/proc/{}", live.id())).unwrap();
+        for owner in [
+            owner_of(live.id(), live_start, process_space()),
+            owner_of(gone_pid, 1, Some("another-boot/pid:[1]".into())),
+            owner_of(gone_pid, 1, None),
+        ] {
+            plant(owner.clone());
+            assert!(
+                matches!(
+                    LeaseLock::beside(&store, config.clone()).acquire(),
+                    Err(StorageError::LockTimeout { .. })
+                ),
+                "{owner}"
+            );
+        }
+        live.kill().unwrap();
+        live.wait().unwrap();
+    }
+
+    #[test]
+    fn a_renewal_never_overwrites_the_owner_file_of_the_next_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.memo");
+        let config = LockConfig {
+            lease: Duration::from_secs(60),
+            wait: Duration::from_secs(1),
+            interrupt: None,
+            pause_before_commit: None,
+        };
+        let mut held = LeaseLock::beside(&store, config).acquire().unwrap();
+        // Stop its own renewals; renew by hand below, after another client broke the lock and
+        // took it at the same path.
+        drop(held.stop.take());
+        held.renewer.take().unwrap().join().unwrap();
+        let lock = lock_dir(&store);
+        fs::rename(&lock, dir.path().join("aside")).unwrap();
+        fs::create_dir(&lock).unwrap();
+        let next = owner_of(4242, 1, None).replace("token=t", "token=next");
+        fs::write(lock.join("owner"), &next).unwrap();
+        assert!(
+            !renew(&lock, &held.state),
+            "the renewer sees the lock is gone"
+        );
+        assert_eq!(fs::read_to_string(lock.join("owner")).unwrap(), next);
+        assert!(matches!(held.fence(), Err(StorageError::LockLost { .. })));
     }
 }
