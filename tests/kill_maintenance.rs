@@ -544,7 +544,7 @@ fn sigkill_during_set_mode_to_local_loses_nothing() {
 /// The first thing a user does after a crash is look: `check`, `info`, `functions`, `calls`
 /// read the store a client killed in the middle of a schema change left behind (its journal or
 /// WAL not cleaned up), without a writer opening it first.
-fn inspect_after_kills(mode: Mode) {
+fn inspect_after_kills(mode: Mode, killed: &[&str]) {
     let scratch = Scratch::new("team.memo");
     store_with_garbage(&scratch.template_store(), mode);
     let mut failures = Failures::default();
@@ -552,7 +552,7 @@ fn inspect_after_kills(mode: Mode) {
     let Some(strace) = strace_or_skip() else {
         return;
     };
-    let change = |path: &Path| memotag(&["add-input", "square", "k", "--default", "1"], path);
+    let change = |path: &Path| memotag(killed, path);
     for syscall in ["fsync", "pwrite64"] {
         let points = sweep(
             &strace,
@@ -598,10 +598,20 @@ fn inspect_after_kills(mode: Mode) {
 
 #[test]
 fn read_commands_read_what_a_killed_client_left_in_a_local_store() {
-    inspect_after_kills(Mode::Local);
+    inspect_after_kills(Mode::Local, &["add-input", "square", "k", "--default", "1"]);
 }
 
 #[test]
 fn read_commands_read_what_a_killed_client_left_in_a_shared_store() {
-    inspect_after_kills(Mode::Shared);
+    inspect_after_kills(
+        Mode::Shared,
+        &["add-input", "square", "k", "--default", "1"],
+    );
+}
+
+/// A `set-mode` killed while it switched journal modes leaves a hot rollback journal beside a
+/// WAL header (or the reverse); read-only commands roll it back themselves.
+#[test]
+fn read_commands_read_what_a_killed_set_mode_left() {
+    inspect_after_kills(Mode::Local, &["set-mode", "shared"]);
 }

@@ -1076,9 +1076,14 @@ impl Memo {
         let store = self.store.get().store(py)?;
         let call = self.bind_call(py, &store, args, kwargs)?;
         let reader = self.reader(py, &store)?;
-        let answer = store
-            .lookup_with(&call, &reader)
-            .map_err(|e| call_error(py, e))?;
+        // A shared-mode lookup takes the store's lease lock and may wait for it: other Python
+        // threads go on meanwhile. (In local mode a hit never waits; keeping the GIL is cheaper.)
+        let answer = if store.lock_method() == memotag::LockMethod::LeaseDir {
+            py.detach(|| store.lookup_with(&call, &reader))
+        } else {
+            store.lookup_with(&call, &reader)
+        }
+        .map_err(|e| call_error(py, e))?;
         Ok((store, call, reader, answer))
     }
 }

@@ -300,7 +300,7 @@ impl Database {
     /// it is also when SQLite rolls back a hot journal a dead holder left.
     fn reopen(&mut self) -> Result<(), StorageError> {
         if self.read_only {
-            recover_hot_journal(&self.path)?;
+            recover_hot_journal(&self.path, Some(NO_LOCK_VFS))?;
         }
         let conn = connect(&self.path, self.read_only, Some(NO_LOCK_VFS))?;
         conn.busy_timeout(BUSY_SLICE)?;
@@ -612,17 +612,20 @@ pub(crate) fn inspect_confirmed(
     }
 }
 
-/// Rolls back the journal a dead shared-mode writer left, for a read-only client that holds the
-/// lease lock (so the journal is certainly hot: every writer holds that lock until its journal is
-/// gone). A read-only SQLite connection cannot roll a journal back and would fail every read
-/// until some writer came along; this opens a read-write connection just long enough for SQLite
-/// to roll it back. A client that may not write the store's folder gets
-/// `StorageError::JournalNeedsWriter`, saying what recovers it.
-fn recover_hot_journal(path: &Path) -> Result<(), StorageError> {
+/// Rolls back the journal a client killed mid-commit left (a shared-mode writer, or a
+/// `set-mode` switching journal modes), for a read-only client: a read-only SQLite connection
+/// cannot roll a hot journal back and would fail every read until some writer came along. This
+/// opens a read-write connection (with the VFS the caller reads with: `unix-none` under the lease
+/// lock, where any journal is hot because every writer holds that lock until its journal is
+/// gone; the default VFS otherwise, whose POSIX locks tell a live writer's journal from a dead
+/// one's) just long enough for SQLite to roll it back. A client that may not write the store
+/// gets `StorageError::JournalNeedsWriter`, saying what recovers it.
+fn recover_hot_journal(path: &Path, vfs: Option<&str>) -> Result<(), StorageError> {
     let mut journal = path.as_os_str().to_os_string();
     journal.push("-journal");
     let journal = PathBuf::from(journal);
-    if !std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0) {
+    let hot = || std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0);
+    if !hot() {
         return Ok(());
     }
     let needs_writer = |source: std::io::Error| StorageError::JournalNeedsWriter {
@@ -635,10 +638,13 @@ fn recover_hot_journal(path: &Path) -> Result<(), StorageError> {
     if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
         return Err(needs_writer(e));
     }
-    let conn = connect(path, false, Some(NO_LOCK_VFS))?;
+    let conn = connect(path, false, vfs)?;
     conn.busy_timeout(BUSY_SLICE)?;
     match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())) {
         Ok(()) => Ok(()),
+        // Rolled back, then the restored header asked for WAL, which this VFS cannot open: the
+        // recovery is done all the same, and the caller opens the file in its restored mode.
+        Err(_) if !hot() => Ok(()),
         Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) => {
             Err(needs_writer(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
@@ -762,8 +768,8 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
             held = Some(taken);
         }
     }
-    if req.read_only && held.is_some() {
-        recover_hot_journal(path)?;
+    if req.read_only {
+        recover_hot_journal(path, held.as_ref().map(|_| NO_LOCK_VFS))?;
     }
     let mut conn = connect(path, req.read_only, held.as_ref().map(|_| NO_LOCK_VFS))?;
     // While opening, wait as long as a write would: a client creating or converting the store at
