@@ -596,7 +596,11 @@ pub(crate) fn inspect_confirmed(
 ) -> Result<file::FileState, OpenError> {
     let doubtful = |e: &OpenError| match e {
         OpenError::Truncated { .. } => !file::is_wal(path),
-        OpenError::NotAStore { .. } => file::may_be_in_creation(path),
+        // Seen through a network filesystem, a store another client is creating may show its
+        // first page late: zeros, or already whole when read again.
+        OpenError::NotAStore { .. } => {
+            file::may_be_in_creation(path) || file::inspect(path).is_ok()
+        }
         _ => false,
     };
     match file::inspect(path) {
