@@ -346,6 +346,18 @@ impl LeaseLock {
             match fs::create_dir(&self.dir) {
                 Ok(()) => return self.hold(broke),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                // A folder this client may not write (or a read-only file system) is not
+                // contention: waiting would only end in a timeout that names nobody.
+                Err(e) if self.folder_refuses_writes(&e) => {
+                    return Err(StorageError::ReadOnly {
+                        reason: Some(format!(
+                            "the shared-mode lock {} cannot be created: {e}; every client of a \
+                             shared-mode store, readers included, takes this lock, so it needs \
+                             write access to the store's folder",
+                            self.dir.display()
+                        )),
+                    });
+                }
                 // Network filesystems report a lost race for a directory in other ways too
                 // (sshfs: EPERM for SFTP's generic failure, ENOENT while another client renames
                 // the lock away): contention, as long as the store's directory is there.
@@ -396,6 +408,23 @@ impl LeaseLock {
             }
             std::thread::sleep(backoff(step));
             step += 1;
+        }
+    }
+
+    /// Whether `mkdir` failed because the store's folder cannot be written by this client (a
+    /// read-only file system, or no write permission), as opposed to another client's lock.
+    fn folder_refuses_writes(&self, e: &std::io::Error) -> bool {
+        match e.raw_os_error() {
+            Some(libc::EROFS) => true,
+            Some(libc::EACCES) => self.dir.parent().is_some_and(|folder| {
+                let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes())
+                else {
+                    return false;
+                };
+                // SAFETY: `folder` is a valid NUL-terminated path for the duration of the call.
+                unsafe { libc::access(folder.as_ptr(), libc::W_OK) != 0 }
+            }),
+            _ => false,
         }
     }
 
