@@ -573,22 +573,95 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Opens a SQLite connection to an existing file, with the given VFS (`None`: the default).
-fn connect(path: &Path, read_only: bool, vfs: Option<&str>) -> rusqlite::Result<Connection> {
+/// Opens a SQLite connection to an existing file, with the given VFS (`None`: the default, for
+/// local-mode stores in WAL).
+fn connect(path: &Path, read_only: bool, vfs: Option<&str>) -> Result<Connection, StorageError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    match vfs {
-        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
-        None => Connection::open_with_flags(path, flags),
+    Ok(match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs)?,
+        None if read_only && wal_needs_immutable(path)? => {
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+        }
+        None => Connection::open_with_flags(path, flags)?,
+    })
+}
+
+/// Whether the store's folder is on a file system mounted read-only.
+fn on_read_only_file_system(path: &Path) -> bool {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(c_folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_folder` is a valid NUL-terminated path for the call, and `stat` a plain struct
+    // that statvfs fills in.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c_folder.as_ptr(), &mut stat) == 0 && stat.f_flag & libc::ST_RDONLY != 0
     }
+}
+
+/// Whether a read-only client must read a WAL store as immutable. SQLite reads a WAL database
+/// through its `-shm` file, which a read-only client can use when it exists or create when it may
+/// write the folder. Otherwise: on a read-only file system nothing can change the store, so it
+/// is read as immutable; in a folder others may still write, no consistent read is possible, and
+/// the error says what is missing.
+fn wal_needs_immutable(path: &Path) -> Result<bool, StorageError> {
+    let mut shm = path.as_os_str().to_os_string();
+    shm.push("-shm");
+    if Path::new(&shm).exists() {
+        return Ok(false);
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(c_folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
+        return Ok(false);
+    };
+    // SAFETY: `c_folder` is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::access(c_folder.as_ptr(), libc::W_OK) } == 0 {
+        return Ok(false);
+    }
+    if on_read_only_file_system(path) {
+        return Ok(true);
+    }
+    Err(StorageError::ReadOnly {
+        reason: Some(format!(
+            "reading this local-mode store needs its shared-memory file {}, which no client has \
+             open now and which this client may not create in {} (no write access); open it \
+             as a user who may write that folder, or read a copy",
+            Path::new(&shm).display(),
+            folder.display()
+        )),
+    })
+}
+
+/// A path as a SQLite URI path (`%`, `?` and `#` escaped).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `file::inspect`, with a truncation (or a first page that is not all there yet) confirmed
 /// under the store's lease lock before it is believed: a shared-mode writer and every creator
-/// hold that lock for their whole commit, so under it the file is at rest. (A WAL file's only writer of the main file is a checkpoint, which `inspect` already
+/// hold that lock for their whole commit, so under it the file is at rest. (A WAL file's only
+/// writer of the main file is a checkpoint, which `inspect` already
 /// sees through the WAL beside it.) If the lock cannot be taken, the lock-free verdict stands.
 pub(crate) fn inspect_confirmed(
     path: &Path,
@@ -762,7 +835,10 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
     // a creator switched to WAL while we waited for the lock is one too).
     let mut lease = None;
     let mut held = None;
-    if !file::is_wal(path) {
+    // On a read-only file system nothing can change the store: a reader needs no lock (and
+    // could not take one), whatever the mode, and reads it as immutable.
+    let frozen = req.read_only && on_read_only_file_system(path);
+    if !frozen && !file::is_wal(path) {
         let lock = LeaseLock::beside(path, req.lock.clone());
         let taken = lock.acquire()?;
         if file::is_wal(path) {
@@ -824,6 +900,7 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
         }
     };
     match (method, held.is_some()) {
+        _ if frozen => {}
         (LockMethod::LeaseDir, true) | (LockMethod::Posix, false) => {}
         (LockMethod::LeaseDir, false) => {
             // A WAL header on a store that says shared: a switch was interrupted. Take the lock
