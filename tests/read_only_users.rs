@@ -130,8 +130,8 @@ fn stores_on_a_read_only_file_system_can_be_read_in_both_modes() {
         let _ = Command::new("umount").arg(&read_only).status();
         return skip_or_fail("could not make a read-only bind mount");
     }
-    let results = (|| {
-        let mut outs = Vec::new();
+    let mut results = Vec::new();
+    {
         for name in ["local.memo", "shared.memo"] {
             for user in [None, Some("nobody")] {
                 let mut cmd = match user {
@@ -143,11 +143,10 @@ fn stores_on_a_read_only_file_system_can_be_read_in_both_modes() {
                     None => Command::new(env!("CARGO_BIN_EXE_memotag")),
                 };
                 let out = cmd.arg("calls").arg(read_only.join(name)).arg("f").output();
-                outs.push((name, user, out));
+                results.push((name, user, out));
             }
         }
-        outs
-    })();
+    }
     let listing = std::fs::read_dir(&read_only)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
