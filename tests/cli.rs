@@ -164,7 +164,7 @@ fn calls_where_a_json_int_finds_the_canonical_int_even_through_a_former_name() {
 
     let store = Store::open(&b.path).unwrap();
     let family = store.function("square", 1).unwrap().family;
-    store.rename_function(family, "sq").unwrap();
+    store.rename_family(family, "sq").unwrap();
     drop(store);
     let out = memotag()
         .args([
