@@ -170,7 +170,7 @@ pub enum SchemaError {
         since: RenameRecord,
     },
     /// An input was added under a name one of the function's inputs had before.
-    #[error("input `{name}` of `{function}` is now called `{now}` ({since}); adding `{name}` again would make a second input for the same thing: use `{now}`")]
+    #[error("input `{name}` of `{function}` is now called `{now}`: {since}; adding `{name}` again would make a second input for the same thing: use `{now}`")]
     FormerInputName {
         function: String,
         name: String,

@@ -771,6 +771,66 @@ fn create_add_input_and_renames_change_the_schema_and_retries_are_no_ops() {
 }
 
 #[test]
+fn a_rerun_rename_is_refused_naming_who_renamed_it_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("team.memo");
+    let p = path.to_str().unwrap();
+    let as_user = |user: &str| {
+        let mut cmd = memotag();
+        cmd.env("USER", user);
+        cmd
+    };
+    as_user("alice")
+        .args(["create", p, "cv_score", "--input", "k"])
+        .assert()
+        .success();
+    as_user("alice")
+        .args(["rename", p, "cv_score", "svc_cv_score"])
+        .assert()
+        .success();
+    as_user("bob")
+        .args(["rename", p, "svc_cv_score", "svc"])
+        .assert()
+        .success();
+    as_user("bob")
+        .args(["rename-input", p, "svc", "k", "key"])
+        .assert()
+        .success();
+    let before = file_bytes(&path);
+    // Alice runs her commands again: both refused, naming Bob; the file is unchanged.
+    as_user("alice")
+        .args(["rename", p, "cv_score", "svc_cv_score"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("now called `svc`")
+                .and(predicate::str::contains("by bob@"))
+                .and(predicate::str::contains("UTC")),
+        );
+    as_user("alice")
+        .args(["rename-input", p, "svc", "k", "kk"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("now called `key`").and(predicate::str::contains("by bob@")),
+        );
+    as_user("alice")
+        .args(["add-input", p, "svc", "k", "--default", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("now called `key`"));
+    assert_eq!(file_bytes(&path), before);
+    // Bob's retry of his own rename is a no-op.
+    as_user("bob")
+        .args(["rename", p, "svc_cv_score", "svc"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing changed"));
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.function("svc", 1).unwrap().inputs.len(), 1);
+}
+
+#[test]
 fn a_rejected_schema_change_exits_1_and_logs_nothing() {
     let b = build();
     let before = Store::open(&b.path).unwrap().schema_log(0).unwrap().len();
