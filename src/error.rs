@@ -167,7 +167,7 @@ pub enum SchemaError {
         what: &'static str,
         name: String,
         now: String,
-        since: RenameRecord,
+        since: Box<RenameRecord>,
     },
     /// An input was added under a name one of the function's inputs had before.
     #[error("input `{name}` of `{function}` is now called `{now}`: {since}; adding `{name}` again would make a second input for the same thing: use `{now}`")]
@@ -175,7 +175,7 @@ pub enum SchemaError {
         function: String,
         name: String,
         now: String,
-        since: RenameRecord,
+        since: Box<RenameRecord>,
     },
     #[error("invalid {what} name {name:?}: {reason}")]
     InvalidName {

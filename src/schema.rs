@@ -526,7 +526,7 @@ impl Catalog {
             what,
             name: from.to_string(),
             now: name.clone(),
-            since: last_rename(names),
+            since: Box::new(last_rename(names)),
         })
     }
 
@@ -703,7 +703,7 @@ impl Catalog {
                 function: function_name,
                 name: name.to_string(),
                 now: to,
-                since: last_rename(&target.names),
+                since: Box::new(last_rename(&target.names)),
             });
         }
         let Some(default) = default else {

@@ -813,30 +813,6 @@ impl PyStore {
             )
         })
     }
-
-    fn input_tag(
-        &self,
-        py: Python<'_>,
-        store: &Store,
-        function: &str,
-        input: &str,
-        version: Option<u32>,
-    ) -> PyResult<InputTag> {
-        let tag = self.function_tag(py, store, function, version)?;
-        let found = store
-            .with_catalog(|c| {
-                let f = c.function(tag)?;
-                c.resolve_input(f, input).map(|r| r.target().tag)
-            })
-            .map_err(|e| schema_error(py, e))?;
-        found.ok_or_else(|| {
-            raise(
-                py,
-                "MemotagError",
-                format!("function `{function}` has no input called `{input}`"),
-            )
-        })
-    }
 }
 
 // ---- memoized functions ----------------------------------------------------------------------
