@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.record(&call, vec![int(i * i)])?;
     }
     store.add_input(f.tag, "scale", Some(int(1)))?;
-    store.rename_function(f.family, "squared")?;
+    store.rename_family(f.family, "squared")?;
     let g = store.create_function(
         FunctionSpec::new("stats", vec![InputSpec::required("xs")]).outputs(["mean", "n"]),
     )?;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::calls::CallId;
-use crate::schema::{FamilyTag, FunctionTag, InputTag};
+use crate::schema::{FamilyTag, FunctionTag, InputTag, RenameRecord};
 use crate::value::{ValueError, ValueId};
 
 /// The database could not be read or written.
@@ -160,6 +160,22 @@ pub enum SchemaError {
         name: String,
         now: String,
         family: FamilyTag,
+    },
+    /// A rename named the function or input by a name it no longer has: someone renamed it since.
+    #[error("{what} `{name}` is now called `{now}`: {since}; renaming from `{name}` would undo that. Rename `{now}` if that is still meant")]
+    RenamedSince {
+        what: &'static str,
+        name: String,
+        now: String,
+        since: Box<RenameRecord>,
+    },
+    /// An input was added under a name one of the function's inputs had before.
+    #[error("input `{name}` of `{function}` is now called `{now}`: {since}; adding `{name}` again would make a second input for the same thing: use `{now}`")]
+    FormerInputName {
+        function: String,
+        name: String,
+        now: String,
+        since: Box<RenameRecord>,
     },
     #[error("invalid {what} name {name:?}: {reason}")]
     InvalidName {

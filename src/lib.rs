@@ -53,7 +53,7 @@ pub use protocol::procedures::{LookupAnswer, PackageRow};
 pub use protocol::{Menu, VersionError};
 pub use schema::{
     Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, Input, InputSpec, InputTag,
-    Interface, LoggedChange, NameSpan, Notice, Parameter, Resolution, SchemaChange,
+    Interface, LoggedChange, NameSpan, Notice, Parameter, RenameRecord, Resolution, SchemaChange,
 };
 pub use storage::catalog::LogEntry;
 pub use storage::lock::{Interrupt, LockMethod, DEFAULT_LEASE};

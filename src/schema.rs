@@ -309,6 +309,72 @@ impl<T> Resolution<T> {
     }
 }
 
+/// The log entry that gave a function or input its current name: what an error names when a
+/// change refers to it by a name it had before. The pure rules know the sequence number and the
+/// names; the session fills in who made the change and when, from the same log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenameRecord {
+    pub seq: u64,
+    pub from: String,
+    pub to: String,
+    /// The client that made the rename (`user@host`), once read from the log.
+    pub client: Option<String>,
+    /// When, in milliseconds since the Unix epoch, once read from the log.
+    pub time_ms: Option<i64>,
+}
+
+impl fmt::Display for RenameRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "renamed from `{}` to `{}`", self.from, self.to)?;
+        if let Some(client) = &self.client {
+            write!(f, " by {client}")?;
+        }
+        if let Some(ms) = self.time_ms {
+            write!(f, " at {}", utc_time(ms))?;
+        }
+        write!(f, " (schema log entry {})", self.seq)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch.
+fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The rename that gave these spans their last name.
+fn last_rename(spans: &[NameSpan]) -> RenameRecord {
+    let n = spans.len();
+    let last = &spans[n - 1];
+    RenameRecord {
+        seq: last.from_seq,
+        from: if n >= 2 {
+            spans[n - 2].name.clone()
+        } else {
+            last.name.clone()
+        },
+        to: last.name.clone(),
+        client: None,
+        time_ms: None,
+    }
+}
+
 /// Longest name accepted for a function, input or output.
 pub const MAX_NAME_LEN: usize = 256;
 
@@ -425,6 +491,43 @@ impl Catalog {
                 to: input.name.clone(),
                 target: input,
             })
+    }
+
+    /// Checks a rename against the name its caller named the function or input by: that name
+    /// must be its current one (SPEC §2). A rename from a name it no longer has (a notebook cell
+    /// re-run after a colleague renamed it again) is refused with [`SchemaError::RenamedSince`]
+    /// instead of renaming it back; a retry of a rename that already took effect (it is already
+    /// called `to`) passes, and [`Catalog::plan`] answers it as already applied. Other changes
+    /// pass unchecked.
+    pub fn check_rename_from(&self, change: &SchemaChange, from: &str) -> Result<(), SchemaError> {
+        let (what, name, names, to) = match change {
+            SchemaChange::RenameFunction { family, to } => {
+                let fam = self
+                    .families
+                    .get(family)
+                    .ok_or(SchemaError::UnknownFamily(*family))?;
+                ("function", &fam.name, &fam.names, to)
+            }
+            SchemaChange::RenameInput { input, to } => {
+                let function = self
+                    .input_owner(*input)
+                    .ok_or(SchemaError::UnknownInput(*input))?;
+                let i = function
+                    .input(*input)
+                    .expect("input_owner and inputs agree");
+                ("input", &i.name, &i.names, to)
+            }
+            _ => return Ok(()),
+        };
+        if name == from || name == to {
+            return Ok(());
+        }
+        Err(SchemaError::RenamedSince {
+            what,
+            name: from.to_string(),
+            now: name.clone(),
+            since: Box::new(last_rename(names)),
+        })
     }
 
     /// Validates `change` against the catalog as it is now. `new_tag` supplies fresh UUIDs for
@@ -592,6 +695,16 @@ impl Catalog {
                     name: name.to_string(),
                 }),
             };
+        }
+        // A name the function's input once had binds to that input (SPEC §2, renamed-function
+        // caveat): adding it again would make a second input for the same thing.
+        if let Some(Resolution::Renamed { to, target, .. }) = self.resolve_input(f, name) {
+            return Err(SchemaError::FormerInputName {
+                function: function_name,
+                name: name.to_string(),
+                now: to,
+                since: Box::new(last_rename(&target.names)),
+            });
         }
         let Some(default) = default else {
             return Err(SchemaError::MissingDefault {

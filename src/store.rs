@@ -29,7 +29,7 @@ use crate::calls::{self, BoundCall, CallId, ConflictRow, Hit, RecordOutcome, Res
 use crate::error::{BatchError, BatchFlush, CallError, OpenError, SchemaError, StorageError};
 use crate::schema::{
     Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, InputTag, Interface, Notice,
-    Plan, Resolution, SchemaChange,
+    Plan, RenameRecord, Resolution, SchemaChange,
 };
 use crate::storage::catalog::LogEntry;
 use crate::storage::lock::{Interrupt, LockConfig, LockMethod, DEFAULT_LEASE};
@@ -401,8 +401,64 @@ impl Store {
             .ok_or(SchemaError::UnknownFunction(function))
     }
 
-    /// Renames a family (every version).
-    pub fn rename_function(&self, family: FamilyTag, to: &str) -> Result<(), SchemaError> {
+    /// Renames the function currently called `from` (every version) to `to`; returns the log
+    /// sequence number of the rename, or `None` if it is already called `to` (a retry).
+    ///
+    /// `from` must be the function's current name (SPEC §2). A name it had before resolves to
+    /// it, but renaming from it is refused with [`SchemaError::RenamedSince`], naming who
+    /// renamed it since and when, instead of silently undoing their rename. The check runs in
+    /// the write transaction that applies the rename, so no other rename can come between.
+    pub fn rename_function(&self, from: &str, to: &str) -> Result<Option<u64>, SchemaError> {
+        let mut s = self.session.lock();
+        s.catch_up()?;
+        let family = s
+            .catalog
+            .resolve_family(from)
+            .map(|r| r.into_target().tag)
+            .ok_or_else(|| SchemaError::NoSuchFunction(from.to_string()))?;
+        let change = SchemaChange::RenameFunction {
+            family,
+            to: to.to_string(),
+        };
+        s.apply_checked(&change, Some(from))
+    }
+
+    /// Renames the input currently called `from` of one function version to `to`, checked as
+    /// [`Store::rename_function`] is.
+    pub fn rename_input(
+        &self,
+        function: FunctionTag,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<u64>, SchemaError> {
+        let mut s = self.session.lock();
+        s.catch_up()?;
+        let catalog = &s.catalog;
+        let f = catalog
+            .function(function)
+            .ok_or(SchemaError::UnknownFunction(function))?;
+        let input = catalog
+            .resolve_input(f, from)
+            .map(|r| r.into_target().tag)
+            .ok_or_else(|| SchemaError::NoSuchInput {
+                function: format!(
+                    "{} version {}",
+                    catalog.function_name(function).unwrap_or("?"),
+                    f.version
+                ),
+                input: from.to_string(),
+            })?;
+        let change = SchemaChange::RenameInput {
+            input,
+            to: to.to_string(),
+        };
+        s.apply_checked(&change, Some(from))
+    }
+
+    /// Renames the family with this tag (every version) to `to`, whatever it is called now.
+    /// The tag names the family, so there is no name to check; code that found the tag by a
+    /// name should call [`Store::rename_function`] with that name instead.
+    pub fn rename_family(&self, family: FamilyTag, to: &str) -> Result<(), SchemaError> {
         self.apply(&SchemaChange::RenameFunction {
             family,
             to: to.to_string(),
@@ -410,8 +466,9 @@ impl Store {
         .map(drop)
     }
 
-    /// Renames one input of one function version.
-    pub fn rename_input(&self, input: InputTag, to: &str) -> Result<(), SchemaError> {
+    /// Renames the input with this tag to `to`, whatever it is called now (see
+    /// [`Store::rename_family`]).
+    pub fn rename_input_tag(&self, input: InputTag, to: &str) -> Result<(), SchemaError> {
         self.apply(&SchemaChange::RenameInput {
             input,
             to: to.to_string(),
@@ -463,10 +520,26 @@ impl Store {
     ) -> Result<(Function, Vec<InputTag>, Vec<Notice>), SchemaError> {
         let mut s = self.session.lock();
         s.catch_up()?;
-        let plan = s.catalog.plan_interface(interface)?;
-        for change in &plan.changes {
-            s.apply(change)?;
-        }
+        // The plan is made against this session's schema, outside the write lock; each change
+        // is validated again under it. If another client changed the schema in between (renamed
+        // the function this code names, created the version), a change can be refused although
+        // the code binds fine to the schema as it is now: plan again against that schema. Each
+        // retry needs someone else's change to have landed, so the loop ends.
+        let mut retries = 0;
+        let plan = loop {
+            let planned_at = s.catalog.seq();
+            let plan = s.catalog.plan_interface(interface)?;
+            match plan.changes.iter().try_for_each(|c| s.apply(c).map(drop)) {
+                Ok(()) => break plan,
+                Err(e) => {
+                    s.catch_up()?;
+                    if s.catalog.seq() == planned_at || retries == BIND_RETRIES {
+                        return Err(e);
+                    }
+                    retries += 1;
+                }
+            }
+        };
         let family = s
             .catalog
             .resolve_family(&interface.name)
@@ -948,6 +1021,19 @@ impl Session {
     }
 
     fn apply(&mut self, change: &SchemaChange) -> Result<Option<u64>, SchemaError> {
+        self.apply_checked(change, None)
+    }
+
+    /// Applies `change`; for a rename, `from` is the name the caller named the function or
+    /// input by, checked ([`Catalog::check_rename_from`]) against the schema as it is under the
+    /// write lock, in the transaction that applies the change. The name travels no further than
+    /// this session: the check is made here, between reading the log and appending to it, while
+    /// no other client can write, so no rename can come between the check and the change.
+    fn apply_checked(
+        &mut self,
+        change: &SchemaChange,
+        from: Option<&str>,
+    ) -> Result<Option<u64>, SchemaError> {
         if self.db.is_read_only() {
             return Err(self.db.read_only_error().into());
         }
@@ -968,7 +1054,43 @@ impl Session {
                 for entry in crate::storage::catalog::read_log(conn, next.seq())? {
                     next.apply(entry.seq, &entry.change)?;
                 }
-                let seq = match next.plan(change, &mut Uuid::new_v4)? {
+                let planned = match from {
+                    Some(from) => next.check_rename_from(change, from),
+                    None => Ok(()),
+                }
+                .and_then(|()| next.plan(change, &mut Uuid::new_v4));
+                let planned = match planned {
+                    Err(SchemaError::RenamedSince {
+                        what,
+                        name,
+                        now,
+                        mut since,
+                    }) => {
+                        name_renamer(conn, &mut since)?;
+                        return Err(SchemaError::RenamedSince {
+                            what,
+                            name,
+                            now,
+                            since,
+                        });
+                    }
+                    Err(SchemaError::FormerInputName {
+                        function,
+                        name,
+                        now,
+                        mut since,
+                    }) => {
+                        name_renamer(conn, &mut since)?;
+                        return Err(SchemaError::FormerInputName {
+                            function,
+                            name,
+                            now,
+                            since,
+                        });
+                    }
+                    other => other?,
+                };
+                let seq = match planned {
                     Plan::AlreadyApplied => None,
                     Plan::Apply(logged) => {
                         let seq = next.seq() + 1;
@@ -1423,6 +1545,19 @@ fn insert_request(
         client,
         time_ms,
     )
+}
+
+/// How many times [`Store::bind_interface`] plans again after other clients changed the schema
+/// under it.
+const BIND_RETRIES: usize = 16;
+
+/// Fills in who made a rename and when, from its log entry.
+fn name_renamer(conn: &rusqlite::Connection, since: &mut RenameRecord) -> Result<(), StorageError> {
+    if let Some(entry) = crate::storage::catalog::read_entry(conn, since.seq)? {
+        since.client = Some(entry.client);
+        since.time_ms = Some(entry.time_ms);
+    }
+    Ok(())
 }
 
 /// The encoded default values a change carries.

@@ -164,7 +164,7 @@ fn calls_where_a_json_int_finds_the_canonical_int_even_through_a_former_name() {
 
     let store = Store::open(&b.path).unwrap();
     let family = store.function("square", 1).unwrap().family;
-    store.rename_function(family, "sq").unwrap();
+    store.rename_family(family, "sq").unwrap();
     drop(store);
     let out = memotag()
         .args([
@@ -768,6 +768,66 @@ fn create_add_input_and_renames_change_the_schema_and_retries_are_no_ops() {
     );
     assert_eq!(store.function("g", 2).unwrap().inputs[0].name, "w2");
     assert_eq!(store.schema_log(0).unwrap().len(), 6);
+}
+
+#[test]
+fn a_rerun_rename_is_refused_naming_who_renamed_it_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("team.memo");
+    let p = path.to_str().unwrap();
+    let as_user = |user: &str| {
+        let mut cmd = memotag();
+        cmd.env("USER", user);
+        cmd
+    };
+    as_user("alice")
+        .args(["create", p, "cv_score", "--input", "k"])
+        .assert()
+        .success();
+    as_user("alice")
+        .args(["rename", p, "cv_score", "svc_cv_score"])
+        .assert()
+        .success();
+    as_user("bob")
+        .args(["rename", p, "svc_cv_score", "svc"])
+        .assert()
+        .success();
+    as_user("bob")
+        .args(["rename-input", p, "svc", "k", "key"])
+        .assert()
+        .success();
+    let before = file_bytes(&path);
+    // Alice runs her commands again: both refused, naming Bob; the file is unchanged.
+    as_user("alice")
+        .args(["rename", p, "cv_score", "svc_cv_score"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("now called `svc`")
+                .and(predicate::str::contains("by bob@"))
+                .and(predicate::str::contains("UTC")),
+        );
+    as_user("alice")
+        .args(["rename-input", p, "svc", "k", "kk"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("now called `key`").and(predicate::str::contains("by bob@")),
+        );
+    as_user("alice")
+        .args(["add-input", p, "svc", "k", "--default", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("now called `key`"));
+    assert_eq!(file_bytes(&path), before);
+    // Bob's retry of his own rename is a no-op.
+    as_user("bob")
+        .args(["rename", p, "svc_cv_score", "svc"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing changed"));
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.function("svc", 1).unwrap().inputs.len(), 1);
 }
 
 #[test]

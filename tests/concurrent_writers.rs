@@ -49,7 +49,7 @@ fn writers_lose_nothing_while_the_schema_changes() {
                     .add_input(f.tag, &format!("extra_{round}"), Some(int(round)))
                     .unwrap();
                 store
-                    .rename_function(f.family, &format!("f_{round}"))
+                    .rename_family(f.family, &format!("f_{round}"))
                     .unwrap();
                 store
                     .create_function(FunctionSpec::new(
@@ -59,7 +59,7 @@ fn writers_lose_nothing_while_the_schema_changes() {
                     .unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            store.rename_function(f.family, "f").unwrap();
+            store.rename_family(f.family, "f").unwrap();
             println!("OUT finished {}", unix_ns());
             println!("OUT done schema");
             return;

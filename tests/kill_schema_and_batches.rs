@@ -224,13 +224,13 @@ fn change_the_schema(store: &Store) {
         None => store.add_input(f.tag, "k", Some(int(1))).unwrap(),
     };
     println!("OUT step 0");
-    store.rename_function(f.family, "f2").unwrap();
+    store.rename_family(f.family, "f2").unwrap();
     println!("OUT step 1");
     store
         .create_function(FunctionSpec::new("f2", vec![InputSpec::required("x")]).version(2))
         .unwrap();
     println!("OUT step 2");
-    store.rename_input(k, "kk").unwrap();
+    store.rename_input_tag(k, "kk").unwrap();
     println!("OUT step 3");
 }
 

@@ -265,7 +265,7 @@ fn a_lossy_downgrade_is_refused_and_never_gives_a_wrong_hit() {
     let f = new
         .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
         .unwrap();
-    new.rename_function(f.family, "g").unwrap();
+    new.rename_family(f.family, "g").unwrap();
     let old = OpenOptions::new()
         .client_menu(old_client())
         .open(&path)

@@ -92,7 +92,7 @@ fn scenario1_four_writers_on_two_mounts_lose_nothing() {
             for round in 0..20 {
                 let step = || -> Result<(), memotag::SchemaError> {
                     store.add_input(f.tag, &format!("extra_{round}"), Some(int(round)))?;
-                    store.rename_function(f.family, &format!("f_{round}"))?;
+                    store.rename_family(f.family, &format!("f_{round}"))?;
                     store.create_function(FunctionSpec::new(
                         format!("other_{round}"),
                         vec![InputSpec::required("a")],
@@ -104,7 +104,7 @@ fn scenario1_four_writers_on_two_mounts_lose_nothing() {
                     Err(e) => eprintln!("schema: round {round} failed: {e}"),
                 }
             }
-            if let Err(e) = store.rename_function(f.family, "f") {
+            if let Err(e) = store.rename_family(f.family, "f") {
                 eprintln!("schema: final rename failed: {e}");
             }
             return;

@@ -103,11 +103,11 @@ fn renaming_a_family_renames_every_version_and_keeps_tags() {
     let (_d, store) = store();
     let v1 = store.create_function(f_spec()).unwrap();
     let v2 = store.create_function(f_spec().version(2)).unwrap();
-    store.rename_function(v1.family, "g").unwrap();
+    store.rename_family(v1.family, "g").unwrap();
     assert_eq!(store.function("g", 1).unwrap().tag, v1.tag);
     assert_eq!(store.function("g", 2).unwrap().tag, v2.tag);
     // Retry to the name it already has: success, no entry.
-    store.rename_function(v1.family, "g").unwrap();
+    store.rename_family(v1.family, "g").unwrap();
     assert_eq!(store.schema_log(0).unwrap().len(), 3);
 }
 
@@ -118,7 +118,7 @@ fn rename_to_a_taken_name_is_rejected() {
     store
         .create_function(FunctionSpec::new("g", vec![]))
         .unwrap();
-    let err = store.rename_function(f.family, "g").unwrap_err();
+    let err = store.rename_family(f.family, "g").unwrap_err();
     assert!(matches!(err, SchemaError::NameTaken { .. }), "{err}");
 }
 
@@ -127,9 +127,9 @@ fn rename_input_and_reject_taken_input_names() {
     let (_d, store) = store();
     let f = store.create_function(f_spec()).unwrap();
     let x = f.inputs[0].tag;
-    store.rename_input(x, "x2").unwrap();
-    store.rename_input(x, "x2").unwrap();
-    let err = store.rename_input(x, "y").unwrap_err();
+    store.rename_input_tag(x, "x2").unwrap();
+    store.rename_input_tag(x, "x2").unwrap();
+    let err = store.rename_input_tag(x, "y").unwrap_err();
     assert!(matches!(err, SchemaError::InputNameTaken { .. }), "{err}");
     let f = store.function("f", 1).unwrap();
     assert_eq!(f.input(x).unwrap().name, "x2");
@@ -142,13 +142,13 @@ fn unknown_tags_are_rejected() {
     let bogus = uuid::Uuid::new_v4();
     assert!(matches!(
         store
-            .rename_function(memotag::FamilyTag(bogus), "h")
+            .rename_family(memotag::FamilyTag(bogus), "h")
             .unwrap_err(),
         SchemaError::UnknownFamily(_)
     ));
     assert!(matches!(
         store
-            .rename_input(memotag::InputTag(bogus), "h")
+            .rename_input_tag(memotag::InputTag(bogus), "h")
             .unwrap_err(),
         SchemaError::UnknownInput(_)
     ));
@@ -184,7 +184,7 @@ fn invalid_names_and_interfaces_are_rejected() {
 fn a_former_name_resolves_to_the_renamed_family() {
     let (_d, store) = store();
     let f = store.create_function(f_spec()).unwrap();
-    store.rename_function(f.family, "g").unwrap();
+    store.rename_family(f.family, "g").unwrap();
     match store.resolve_function("f").unwrap().unwrap() {
         Resolution::Renamed { from, to, target } => {
             assert_eq!((from.as_str(), to.as_str()), ("f", "g"));
@@ -210,10 +210,10 @@ fn a_former_name_resolves_to_the_renamed_family() {
 fn name_history_keeps_every_name_with_its_range() {
     let (_d, store) = store();
     let f = store.create_function(f_spec()).unwrap();
-    store.rename_function(f.family, "g").unwrap();
-    store.rename_function(f.family, "h").unwrap();
+    store.rename_family(f.family, "g").unwrap();
+    store.rename_family(f.family, "h").unwrap();
     let x = f.inputs[0].tag;
-    store.rename_input(x, "a").unwrap();
+    store.rename_input_tag(x, "a").unwrap();
     let catalog = store.catalog().unwrap();
     let family = catalog.family(f.family).unwrap();
     let names: Vec<_> = family
@@ -247,7 +247,7 @@ fn the_log_rebuilds_the_catalog_in_a_fresh_session() {
         let store = Store::open(&path).unwrap();
         let f = store.create_function(f_spec()).unwrap();
         store.add_input(f.tag, "z", Some(text("zz"))).unwrap();
-        store.rename_function(f.family, "g").unwrap();
+        store.rename_family(f.family, "g").unwrap();
         store
             .create_function(f_spec().version(3).new_family(true))
             .unwrap();
@@ -272,6 +272,6 @@ fn another_handle_sees_changes_and_validates_against_them() {
         .create_function(FunctionSpec::new("f", vec![]))
         .unwrap_err();
     assert!(matches!(err, SchemaError::ConflictingInterface { .. }));
-    b.rename_function(f.family, "g").unwrap();
+    b.rename_family(f.family, "g").unwrap();
     assert_eq!(a.function("g", 1).unwrap().tag, f.tag);
 }

@@ -90,6 +90,9 @@ struct ModelFamily {
     created_with: BTreeMap<u32, Vec<(String, Option<i64>)>>,
     /// Per version: the first name of every input, in position order.
     first_names: BTreeMap<u32, Vec<String>>,
+    /// Per version: every name any of its inputs ever had (a former one binds to that input,
+    /// so adding an input under it is refused).
+    input_names: BTreeMap<u32, Vec<String>>,
 }
 
 /// A create is a retry of the one that made this version if it names every current input, or
@@ -152,7 +155,9 @@ impl Model {
                         }
                         Some(_) => Answer::Rejected,
                         None => {
-                            let names = inputs.iter().map(|(n, _)| n.clone()).collect();
+                            let names: Vec<String> =
+                                inputs.iter().map(|(n, _)| n.clone()).collect();
+                            family.input_names.insert(*version, names.clone());
                             family.first_names.insert(*version, names);
                             family.versions.insert(*version, inputs.clone());
                             family.created_with.insert(*version, inputs);
@@ -172,6 +177,10 @@ impl Model {
                     former: vec![],
                     versions: BTreeMap::from([(*version, inputs.clone())]),
                     first_names: BTreeMap::from([(
+                        *version,
+                        inputs.iter().map(|(n, _)| n.clone()).collect(),
+                    )]),
+                    input_names: BTreeMap::from([(
                         *version,
                         inputs.iter().map(|(n, _)| n.clone()).collect(),
                     )]),
@@ -198,11 +207,18 @@ impl Model {
                         _ => Answer::Rejected,
                     };
                 }
-                if default.is_none() {
+                let family = &self.families[i];
+                if default.is_none() || family.input_names[version].iter().any(|n| n == input) {
                     return Answer::Rejected;
                 }
-                inputs.push((input.to_string(), *default));
                 let family = &mut self.families[i];
+                let inputs = family.versions.get_mut(version).expect("version exists");
+                inputs.push((input.to_string(), *default));
+                family
+                    .input_names
+                    .get_mut(version)
+                    .expect("version exists")
+                    .push(input.to_string());
                 family
                     .first_names
                     .get_mut(version)
@@ -247,6 +263,11 @@ impl Model {
                     return Answer::Rejected;
                 }
                 inputs[pos].0 = INPUTS[*to].to_string();
+                self.families[i]
+                    .input_names
+                    .get_mut(version)
+                    .expect("version exists")
+                    .push(INPUTS[*to].to_string());
                 Answer::Applied
             }
         }

@@ -23,7 +23,7 @@ fn a_call_from_a_schema_two_changes_old_is_recorded_and_found() {
     let x = f.inputs[0].tag;
     // Two changes the stale client never looks at.
     let y = current.add_input(f.tag, "y", Some(int(0))).unwrap();
-    current.rename_input(x, "x2").unwrap();
+    current.rename_input_tag(x, "x2").unwrap();
 
     let call = stale.bind(f.tag, vec![(x, int(1))]).unwrap();
     assert!(matches!(
@@ -55,7 +55,7 @@ fn a_rename_keeps_hits() {
         .unwrap();
     let call = a.bind(f.tag, vec![(f.inputs[0].tag, int(3))]).unwrap();
     a.record(&call, vec![int(9)]).unwrap();
-    b.rename_function(f.family, "g").unwrap();
+    b.rename_family(f.family, "g").unwrap();
     let g = b.function("g", 1).unwrap();
     let call = b.bind(g.tag, vec![(g.inputs[0].tag, int(3))]).unwrap();
     assert_eq!(

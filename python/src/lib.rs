@@ -615,27 +615,23 @@ impl PyStore {
         Ok(out)
     }
 
-    /// Renames a family (every version).
+    /// Renames the function currently called `old` (every version). Refused with
+    /// `SchemaConflict` if `old` is a name it had before: someone renamed it since.
     fn rename_function(&self, py: Python<'_>, old: &str, new: &str) -> PyResult<()> {
         let store = self.store(py)?;
-        let family = match store
-            .resolve_function(old)
-            .map_err(|e| schema_error(py, e))?
-        {
-            Some(r) => r.into_target().tag,
-            None => {
-                return Err(raise(
-                    py,
-                    "MemotagError",
-                    format!("no function is called `{old}`"),
-                ))
-            }
-        };
-        py.detach(|| store.rename_function(family, new))
-            .map_err(|e| schema_error(py, e))
+        match py.detach(|| store.rename_function(old, new)) {
+            Ok(_) => Ok(()),
+            Err(SchemaError::NoSuchFunction(_)) => Err(raise(
+                py,
+                "MemotagError",
+                format!("no function is called `{old}`"),
+            )),
+            Err(e) => Err(schema_error(py, e)),
+        }
     }
 
-    /// Renames an input of one version (`None`: the newest).
+    /// Renames the input currently called `old` of one version (`None`: the newest), checked as
+    /// `rename_function` is.
     #[pyo3(signature = (function, old, new, version = None))]
     fn rename_input(
         &self,
@@ -646,9 +642,16 @@ impl PyStore {
         version: Option<u32>,
     ) -> PyResult<()> {
         let store = self.store(py)?;
-        let input = self.input_tag(py, &store, function, old, version)?;
-        py.detach(|| store.rename_input(input, new))
-            .map_err(|e| schema_error(py, e))
+        let tag = self.function_tag(py, &store, function, version)?;
+        match py.detach(|| store.rename_input(tag, old, new)) {
+            Ok(_) => Ok(()),
+            Err(SchemaError::NoSuchInput { .. }) => Err(raise(
+                py,
+                "MemotagError",
+                format!("function `{function}` has no input called `{old}`"),
+            )),
+            Err(e) => Err(schema_error(py, e)),
+        }
     }
 
     /// Adds an input with a default to one version (`None`: the newest).
@@ -807,30 +810,6 @@ impl PyStore {
                 py,
                 "MemotagError",
                 format!("function `{}` has no version {version:?}", family.name),
-            )
-        })
-    }
-
-    fn input_tag(
-        &self,
-        py: Python<'_>,
-        store: &Store,
-        function: &str,
-        input: &str,
-        version: Option<u32>,
-    ) -> PyResult<InputTag> {
-        let tag = self.function_tag(py, store, function, version)?;
-        let found = store
-            .with_catalog(|c| {
-                let f = c.function(tag)?;
-                c.resolve_input(f, input).map(|r| r.target().tag)
-            })
-            .map_err(|e| schema_error(py, e))?;
-        found.ok_or_else(|| {
-            raise(
-                py,
-                "MemotagError",
-                format!("function `{function}` has no input called `{input}`"),
             )
         })
     }

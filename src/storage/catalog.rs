@@ -48,6 +48,29 @@ pub fn read_log(conn: &Connection, after_seq: u64) -> Result<Vec<LogEntry>, Stor
     Ok(entries)
 }
 
+/// Log entry `seq`, if there is one.
+pub fn read_entry(conn: &Connection, seq: u64) -> Result<Option<LogEntry>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.change, coalesce(c.name, '?'), l.time
+         FROM schema_log l LEFT JOIN clients c ON c.id = l.client
+         WHERE l.seq = ?1",
+    )?;
+    let mut rows = stmt.query([seq as i64])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let change: String = row.get(0)?;
+    let change: LoggedChange = serde_json::from_str(&change).map_err(|e| {
+        StorageError::Corrupt(format!("schema log entry {seq} cannot be read: {e}"))
+    })?;
+    Ok(Some(LogEntry {
+        seq,
+        change,
+        client: row.get(1)?,
+        time_ms: row.get(2)?,
+    }))
+}
+
 /// The highest sequence number in the log (0 for an empty log).
 pub fn last_seq(conn: &Connection) -> Result<u64, StorageError> {
     let seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM schema_log", [], |r| {

@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use memotag::{
-    EncodedValue, FunctionSpec, InputSpec, OpenOptions, Resolution, SchemaChange, Store, Value,
-};
+use memotag::{EncodedValue, FunctionSpec, InputSpec, OpenOptions, SchemaChange, Store, Value};
 
 use crate::inspect::{resolve_family, versions};
 use crate::output::out;
@@ -108,15 +106,12 @@ pub fn add_input(
 
 pub fn rename(path: &Path, old: &str, new: &str) -> Result<(), CliError> {
     let store = open_write(path)?;
-    let catalog = store.catalog()?;
-    let family = resolve_family(&catalog, old)?;
-    let seq = store.apply(&SchemaChange::RenameFunction {
-        family: family.tag,
-        to: new.to_string(),
-    })?;
+    // `old` must be the function's current name; the store checks it in the transaction that
+    // renames, and refuses a name it had before (someone renamed it since).
+    let seq = store.rename_function(old, new)?;
     applied(
         seq,
-        format!("renamed `{}` to `{new}`", family.name),
+        format!("renamed `{old}` to `{new}`"),
         format!("the function is already called `{new}`"),
     )
 }
@@ -132,29 +127,12 @@ pub fn rename_input(
     let catalog = store.catalog()?;
     let family = resolve_family(&catalog, function)?;
     let f = one_version(&catalog, &family, version)?;
-    let input = match catalog.resolve_input(f, old) {
-        None => {
-            return Err(memotag::SchemaError::NoSuchInput {
-                function: format!("{} version {}", family.name, f.version),
-                input: old.to_string(),
-            }
-            .into())
-        }
-        Some(Resolution::Current(i)) => i.clone(),
-        Some(Resolution::Renamed { from, to, target }) => {
-            eprintln!("memotag: note: input `{from}` was renamed; it is now called `{to}`");
-            target.clone()
-        }
-    };
-    let seq = store.apply(&SchemaChange::RenameInput {
-        input: input.tag,
-        to: new.to_string(),
-    })?;
+    let seq = store.rename_input(f.tag, old, new)?;
     applied(
         seq,
         format!(
-            "renamed input `{}` of `{}` version {} to `{new}`",
-            input.name, family.name, f.version
+            "renamed input `{old}` of `{}` version {} to `{new}`",
+            family.name, f.version
         ),
         format!("the input is already called `{new}`"),
     )
