@@ -102,7 +102,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
         OpenError::NotAStore { .. } | OpenError::Truncated { .. } => {
             raise(py, "NotAStore", e.to_string())
         }
-        OpenError::NotFound { .. } => raise(py, "NotAStore", e.to_string()),
+        OpenError::NotFound { .. }
+        | OpenError::EmptyPath
+        | OpenError::FolderMissing { .. } => raise(py, "NotAStore", e.to_string()),
         OpenError::NewerFormat { .. } | OpenError::Version(_) => {
             raise(py, "VersionError", e.to_string())
         }
