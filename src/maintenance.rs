@@ -1063,6 +1063,9 @@ pub struct StoreInfo {
     /// The journal the file is in: `wal` or `rollback` (its header says).
     pub journal: &'static str,
     pub filesystem: FilesystemKind,
+    /// Why the store has its mode (recorded at creation and by `set-mode`; `None` for stores
+    /// made before memotag recorded it).
+    pub mode_reason: Option<String>,
     pub lock: LockState,
     /// How the store's clients exclude each other.
     pub lock_method: crate::storage::LockMethod,
@@ -1161,6 +1164,7 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
         mode: db.mode(),
         journal,
         filesystem: filesystem_kind(&store_dir(path)),
+        mode_reason: meta.get("mode_reason").cloned(),
         lock,
         lock_method: db.lock_method(),
         lease_holder,
