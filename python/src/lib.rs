@@ -70,7 +70,12 @@ fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
 /// `ValueNotStorable` for `what` (e.g. "argument `x` of f()"), caused by the encoder's error.
 /// Errors that are not exceptions (KeyboardInterrupt) pass through.
 fn not_storable(py: Python<'_>, what: &str, e: PyErr) -> PyErr {
-    wrap_value_error(py, "ValueNotStorable", format!("{what} cannot be stored"), e)
+    wrap_value_error(
+        py,
+        "ValueNotStorable",
+        format!("{what} cannot be stored"),
+        e,
+    )
 }
 
 /// `ValueNotReadable` for `what` (e.g. "the output `y` of f()") in the store at `path`.
@@ -88,7 +93,13 @@ fn wrap_value_error(py: Python<'_>, class: &str, message: String, e: PyErr) -> P
         return e;
     }
     let cause = match e.value(py).str() {
-        Ok(text) => format!("{}: {text}", e.get_type(py).name().map(|n| n.to_string()).unwrap_or_default()),
+        Ok(text) => format!(
+            "{}: {text}",
+            e.get_type(py)
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ),
         Err(_) => e.get_type(py).to_string(),
     };
     let err = raise(py, class, format!("{message} ({cause})"));
@@ -139,9 +150,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
         OpenError::NotAStore { .. } | OpenError::Truncated { .. } => {
             raise(py, "NotAStore", e.to_string())
         }
-        OpenError::NotFound { .. }
-        | OpenError::EmptyPath
-        | OpenError::FolderMissing { .. } => raise(py, "NotAStore", e.to_string()),
+        OpenError::NotFound { .. } | OpenError::EmptyPath | OpenError::FolderMissing { .. } => {
+            raise(py, "NotAStore", e.to_string())
+        }
         OpenError::NewerFormat { .. } | OpenError::Version(_) => {
             raise(py, "VersionError", e.to_string())
         }
@@ -712,7 +723,11 @@ impl PyStore {
         let store = self.store(py)?;
         let tag = self.function_tag(py, &store, function, version)?;
         let default = convert::encode(&default).map_err(|e| {
-            not_storable(py, &format!("the default of new input `{name}` of {function}()"), e)
+            not_storable(
+                py,
+                &format!("the default of new input `{name}` of {function}()"),
+                e,
+            )
         })?;
         py.detach(|| store.add_input(tag, name, Some(default)))
             .map_err(|e| schema_error(py, e))?;
@@ -1074,11 +1089,7 @@ impl Memo {
                 Some(v) => inputs.push((
                     tag,
                     convert::encode(&v).map_err(|e| {
-                        not_storable(
-                            py,
-                            &format!("argument `{}` of {}()", p.name, self.name),
-                            e,
-                        )
+                        not_storable(py, &format!("argument `{}` of {}()", p.name, self.name), e)
                     })?,
                 )),
                 None => match &p.encoded {
@@ -1116,7 +1127,10 @@ impl Memo {
             convert::decode(py, v).map_err(|e| {
                 not_readable(
                     py,
-                    &format!("the output `{name}` of {}() recorded for these arguments", self.name),
+                    &format!(
+                        "the output `{name}` of {}() recorded for these arguments",
+                        self.name
+                    ),
                     &path,
                     e,
                 )

@@ -187,7 +187,10 @@ enum Reading {
     /// Not a regular file (a FIFO, a device, a socket): never opened, since opening a FIFO for
     /// reading blocks until someone writes to it, and a device reads as endless zeros or nothing.
     Special(&'static str),
-    Header { len: u64, header: Vec<u8> },
+    Header {
+        len: u64,
+        header: Vec<u8>,
+    },
 }
 
 fn read_header(path: &Path) -> Result<Reading, OpenError> {

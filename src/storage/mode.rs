@@ -230,9 +230,7 @@ pub fn classify(magic: i64, fuse_fstype: Option<&str>) -> FilesystemKind {
         } else if LOCAL_FUSE_SUBTYPES.contains(&subtype) {
             FilesystemKind::Local(fstype.to_string())
         } else {
-            FilesystemKind::Unknown(format!(
-                "FUSE filesystem {fstype}, not known to be local"
-            ))
+            FilesystemKind::Unknown(format!("FUSE filesystem {fstype}, not known to be local"))
         };
     }
     FilesystemKind::Unknown(format!("filesystem magic number 0x{magic:x}, not known"))
@@ -340,17 +338,34 @@ mod tests {
 
     #[test]
     fn known_local_filesystems_are_local() {
-        for magic in [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x2FC1_2FC1, 0xF2F5_2010] {
+        for magic in [
+            0xEF53,
+            0x5846_5342,
+            0x9123_683E,
+            0x0102_1994,
+            0x2FC1_2FC1,
+            0xF2F5_2010,
+        ] {
             assert_eq!(mode(magic, None), Mode::Local, "0x{magic:x}");
         }
-        assert_eq!(classify(0x794C_7630, None), FilesystemKind::Local("overlay".into()));
+        assert_eq!(
+            classify(0x794C_7630, None),
+            FilesystemKind::Local("overlay".into())
+        );
         // statfs's f_type is signed on some targets: the magic is its low 32 bits.
         assert_eq!(mode(0xFFFF_FFFF_9123_683Eu64 as i64, None), Mode::Local);
     }
 
     #[test]
     fn network_filesystems_are_shared() {
-        for magic in [0x6969, 0x517B, 0xFE53_4D42, 0xFF53_4D42, 0x00C3_6400, 0x0102_1997] {
+        for magic in [
+            0x6969,
+            0x517B,
+            0xFE53_4D42,
+            0xFF53_4D42,
+            0x00C3_6400,
+            0x0102_1997,
+        ] {
             assert!(
                 matches!(classify(magic, None), FilesystemKind::Network(_)),
                 "0x{magic:x}"
@@ -373,12 +388,20 @@ mod tests {
     fn what_cannot_be_identified_is_shared_and_says_why() {
         let unknown_fuse = classify(0x6573_5546, Some("fuse.somethingnew"));
         assert_eq!(unknown_fuse.mode(), Mode::Shared);
-        assert!(unknown_fuse.reason().contains("fuse.somethingnew"), "{}", unknown_fuse.reason());
+        assert!(
+            unknown_fuse.reason().contains("fuse.somethingnew"),
+            "{}",
+            unknown_fuse.reason()
+        );
         let no_mountinfo = classify(0x6573_5546, None);
         assert_eq!(no_mountinfo.mode(), Mode::Shared);
         let unknown_magic = classify(0x1234_5678, None);
         assert_eq!(unknown_magic.mode(), Mode::Shared);
-        assert!(unknown_magic.reason().contains("0x12345678"), "{}", unknown_magic.reason());
+        assert!(
+            unknown_magic.reason().contains("0x12345678"),
+            "{}",
+            unknown_magic.reason()
+        );
     }
 
     #[test]

@@ -173,9 +173,9 @@ pub fn info(path: &Path, format: Format) -> Result<(), CliError> {
         ("mode", format!("{} ({} journal)", json.mode, json.journal)),
         (
             "mode chosen",
-            json.mode_reason
-                .clone()
-                .unwrap_or_else(|| "not recorded (a store made before memotag recorded it)".to_string()),
+            json.mode_reason.clone().unwrap_or_else(|| {
+                "not recorded (a store made before memotag recorded it)".to_string()
+            }),
         ),
         ("filesystem", format!("{fs_kind} ({fs_name})")),
         (
