@@ -140,7 +140,10 @@ def _record_then_tamper(path, value, codec=None, data=None):
         wrap(1)
     con = sqlite3.connect(path)
     if codec is not None:
-        con.execute('UPDATE "values" SET codec = ? WHERE codec = 1 AND data IS NOT NULL AND size > 2', (codec,))
+        con.execute(
+            'UPDATE "values" SET codec = ? WHERE codec = 1 AND data IS NOT NULL AND size > 2',
+            (codec,),
+        )
     if data is not None:
         con.execute('UPDATE "values" SET data = ?', (data,))
     con.commit()
