@@ -85,6 +85,15 @@ pub enum OpenError {
     },
     #[error("{path} does not exist (a read-only open never creates a store)")]
     NotFound { path: PathBuf },
+    #[error("the store path is empty (\"\"); give the store's file, e.g. `results.memo`")]
+    EmptyPath,
+    #[error("{path} does not exist{via}, and neither does its folder {folder}, so no store can be created there; create the folder first or check the path", via = link_to.as_ref().map(|t| format!(" (it is a symbolic link to {})", t.display())).unwrap_or_default())]
+    FolderMissing {
+        path: PathBuf,
+        /// Where a dangling symbolic link at `path` points.
+        link_to: Option<PathBuf>,
+        folder: PathBuf,
+    },
     #[error("{path} is format generation {found}, newer than this memotag reads (up to {supported}); upgrade memotag")]
     NewerFormat {
         path: PathBuf,

@@ -60,8 +60,8 @@ impl Progress for () {
 /// One broken invariant found by [`check`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
-    /// `integrity`, `log`, `catalog`, `memo_table`, `call_id`, `reference`, `missing_value`,
-    /// `value`, `blob`, `missing_code` or `code`.
+    /// `format_unreadable`, `format`, `integrity`, `log`, `catalog`, `memo_table`, `call_id`,
+    /// `reference`, `missing_value`, `value`, `blob`, `missing_code` or `code`.
     pub kind: &'static str,
     pub message: String,
 }
@@ -89,7 +89,11 @@ const MAX_FINDINGS_PER_KIND: usize = 50;
 /// advisory. An empty list means healthy.
 pub fn check(path: &Path, progress: &mut dyn Progress) -> Result<Vec<Finding>, MaintenanceError> {
     let mut db = sql::open_existing(path, true)?;
-    let mut findings = Vec::new();
+    let mut findings = format_findings(&db.handshake()?);
+    if findings.iter().any(|f| f.kind == "format_unreadable") {
+        // What this build would check may not be what the store holds: say only that.
+        return Ok(findings);
+    }
     let integrity = db.integrity_check()?;
     if integrity != ["ok"] {
         for line in integrity {
@@ -153,6 +157,46 @@ pub fn check(path: &Path, progress: &mut dyn Progress) -> Result<Vec<Finding>, M
         Ok(())
     })?;
     Ok(cap_findings(findings))
+}
+
+/// A store that this build would refuse (a read level above [`READ_LEVEL`]), open only
+/// read-only (a write level above [`WRITE_LEVEL`]), or whose format generation is newer than
+/// [`FORMAT_GENERATION`]: its invariants are not all this build's to check.
+fn format_findings(handshake: &crate::storage::FileHandshake) -> Vec<Finding> {
+    use crate::protocol::{READ_LEVEL, WRITE_LEVEL};
+    let mut findings = Vec::new();
+    if handshake.read_level > READ_LEVEL {
+        findings.push(finding(
+            "format_unreadable",
+            format!(
+                "the store's read level is {}, higher than this memotag reads ({READ_LEVEL}): \
+                 this memotag refuses to open it and cannot check it; check it with a newer memotag",
+                handshake.read_level
+            ),
+        ));
+    }
+    if handshake.write_level > WRITE_LEVEL {
+        findings.push(finding(
+            "format",
+            format!(
+                "the store's write level is {}, higher than this memotag writes ({WRITE_LEVEL}): \
+                 this memotag opens it read-only; check it with a newer memotag",
+                handshake.write_level
+            ),
+        ));
+    }
+    if handshake.generation > FORMAT_GENERATION {
+        findings.push(finding(
+            "format",
+            format!(
+                "the store is format generation {}, newer than this memotag knows \
+                 ({FORMAT_GENERATION}): checks of what newer generations added are missing; \
+                 check it with a newer memotag",
+                handshake.generation
+            ),
+        ));
+    }
+    findings
 }
 
 /// The log is gapless from 1 and every entry parses; returns the replayed catalog if it can be
@@ -1063,6 +1107,9 @@ pub struct StoreInfo {
     /// The journal the file is in: `wal` or `rollback` (its header says).
     pub journal: &'static str,
     pub filesystem: FilesystemKind,
+    /// Why the store has its mode (recorded at creation and by `set-mode`; `None` for stores
+    /// made before memotag recorded it).
+    pub mode_reason: Option<String>,
     pub lock: LockState,
     /// How the store's clients exclude each other.
     pub lock_method: crate::storage::LockMethod,
@@ -1161,6 +1208,7 @@ pub fn info(path: &Path) -> Result<StoreInfo, MaintenanceError> {
         mode: db.mode(),
         journal,
         filesystem: filesystem_kind(&store_dir(path)),
+        mode_reason: meta.get("mode_reason").cloned(),
         lock,
         lock_method: db.lock_method(),
         lease_holder,

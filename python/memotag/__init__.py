@@ -46,6 +46,8 @@ from ._errors import (
     ResultNotStoredWarning,
     SchemaConflict,
     StoreLocked,
+    ValueNotReadable,
+    ValueNotStorable,
     VersionError,
 )
 
@@ -64,6 +66,8 @@ __all__ = [
     "StoreLocked",
     "VersionError",
     "CorruptValue",
+    "ValueNotStorable",
+    "ValueNotReadable",
     "BatchNotStored",
     "Miss",
     "RenamedWarning",

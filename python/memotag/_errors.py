@@ -46,6 +46,20 @@ class CorruptValue(MemotagError):
     back. The damaged value is never returned; ``memotag check`` lists what is damaged."""
 
 
+class ValueNotStorable(MemotagError):
+    """An argument (or a default, or a ``where=`` value) cannot be stored: memotag's encodings and
+    pickle both refuse it (a string with lone surrogates, a lock, an object whose pickling fails).
+    The message names the function and parameter; ``__cause__`` is the encoder's own error.
+    Nothing was looked up or recorded."""
+
+
+class ValueNotReadable(MemotagError):
+    """A stored value cannot be turned back into a Python object here: its class cannot be
+    imported in this process, or its bytes do not decode with the codec the store names (the
+    store was altered). The message names the store and what the value is (the output of which
+    function); ``__cause__`` is the decoder's own error."""
+
+
 class Miss(MemotagError, KeyError):
     """No recorded result for these arguments (raised by ``f.lookup``)."""
 

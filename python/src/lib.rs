@@ -67,6 +67,54 @@ fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
     }
 }
 
+/// `ValueNotStorable` for `what` (e.g. "argument `x` of f()"), caused by the encoder's error.
+/// Errors that are not exceptions (KeyboardInterrupt) pass through.
+fn not_storable(py: Python<'_>, what: &str, e: PyErr) -> PyErr {
+    wrap_value_error(
+        py,
+        "ValueNotStorable",
+        format!("{what} cannot be stored"),
+        e,
+    )
+}
+
+/// `ValueNotReadable` for `what` (e.g. "the output `y` of f()") in the store at `path`.
+fn not_readable(py: Python<'_>, what: &str, path: &str, e: PyErr) -> PyErr {
+    wrap_value_error(
+        py,
+        "ValueNotReadable",
+        format!("{what} in {path} cannot be read back"),
+        e,
+    )
+}
+
+fn wrap_value_error(py: Python<'_>, class: &str, message: String, e: PyErr) -> PyErr {
+    if !e.is_instance_of::<PyException>(py) || e.is_instance(py, &error_class_or_base(py)) {
+        return e;
+    }
+    let cause = match e.value(py).str() {
+        Ok(text) => format!(
+            "{}: {text}",
+            e.get_type(py)
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ),
+        Err(_) => e.get_type(py).to_string(),
+    };
+    let err = raise(py, class, format!("{message} ({cause})"));
+    err.set_cause(py, Some(e));
+    err
+}
+
+/// `MemotagError` (a memotag error already says what happened: it is not wrapped again).
+fn error_class_or_base<'py>(py: Python<'py>) -> Bound<'py, PyAny> {
+    match error_class(py, "MemotagError") {
+        Ok(cls) => cls.into_any(),
+        Err(_) => py.get_type::<PyException>().into_any(),
+    }
+}
+
 fn warn(py: Python<'_>, class: &str, message: &str) -> PyResult<()> {
     let cls = error_class(py, class)?;
     PyErr::warn(
@@ -102,7 +150,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
         OpenError::NotAStore { .. } | OpenError::Truncated { .. } => {
             raise(py, "NotAStore", e.to_string())
         }
-        OpenError::NotFound { .. } => raise(py, "NotAStore", e.to_string()),
+        OpenError::NotFound { .. } | OpenError::EmptyPath | OpenError::FolderMissing { .. } => {
+            raise(py, "NotAStore", e.to_string())
+        }
         OpenError::NewerFormat { .. } | OpenError::Version(_) => {
             raise(py, "VersionError", e.to_string())
         }
@@ -395,7 +445,9 @@ impl PyStore {
         let mut plan = Vec::new();
         for (pname, has_default, default, ignored) in params {
             let encoded = if has_default {
-                Some(convert::encode(default.bind(py))?)
+                Some(convert::encode(default.bind(py)).map_err(|e| {
+                    not_storable(py, &format!("the default of `{pname}` of {name}()"), e)
+                })?)
             } else {
                 None
             };
@@ -561,7 +613,9 @@ impl PyStore {
             }
             let stored = store.value(id).map_err(|e| call_error(py, e))?;
             let obj = match stored {
-                Some(v) => convert::decode(py, &v)?,
+                Some(v) => convert::decode(py, &v).map_err(|e| {
+                    not_readable(py, &format!("value {id} of `{name}`"), &self.path, e)
+                })?,
                 None => py.None(),
             };
             cache.insert(*id, obj.clone_ref(py));
@@ -575,7 +629,12 @@ impl PyStore {
                 for (k, v) in w.iter() {
                     let key: String = k.extract()?;
                     match catalog.resolve_input(f, &key) {
-                        Some(r) => filter.push((r.target().tag, convert::encode(&v)?)),
+                        Some(r) => filter.push((
+                            r.target().tag,
+                            convert::encode(&v).map_err(|e| {
+                                not_storable(py, &format!("the where= value of `{key}`"), e)
+                            })?,
+                        )),
                         None => matched_all = false,
                     }
                 }
@@ -666,7 +725,13 @@ impl PyStore {
     ) -> PyResult<()> {
         let store = self.store(py)?;
         let tag = self.function_tag(py, &store, function, version)?;
-        let default = convert::encode(&default)?;
+        let default = convert::encode(&default).map_err(|e| {
+            not_storable(
+                py,
+                &format!("the default of new input `{name}` of {function}()"),
+                e,
+            )
+        })?;
         py.detach(|| store.add_input(tag, name, Some(default)))
             .map_err(|e| schema_error(py, e))?;
         Ok(())
@@ -724,7 +789,14 @@ impl PyStore {
                 outputs.set_item(
                     oname,
                     match v {
-                        Some(v) => convert::decode(py, &v)?,
+                        Some(v) => convert::decode(py, &v).map_err(|e| {
+                            not_readable(
+                                py,
+                                &format!("the output `{oname}` of {fname}() (value {id})"),
+                                &self.path,
+                                e,
+                            )
+                        })?,
                         None => py.None(),
                     },
                 )?;
@@ -993,7 +1065,12 @@ impl Memo {
             }
             let tag = p.tag.expect("bound parameters have tags");
             match value {
-                Some(v) => inputs.push((tag, convert::encode(&v)?)),
+                Some(v) => inputs.push((
+                    tag,
+                    convert::encode(&v).map_err(|e| {
+                        not_storable(py, &format!("argument `{}` of {}()", p.name, self.name), e)
+                    })?,
+                )),
                 None => match &p.encoded {
                     Some(_) if p.omit_default => {}
                     Some(encoded) => inputs.push((tag, encoded.clone())),
@@ -1024,12 +1101,28 @@ impl Memo {
         py: Python<'_>,
         values: &[memotag::EncodedValue],
     ) -> PyResult<Py<PyAny>> {
+        let path = self.store.borrow(py).path.clone();
+        let decode = |(name, v): (&String, &memotag::EncodedValue)| {
+            convert::decode(py, v).map_err(|e| {
+                not_readable(
+                    py,
+                    &format!(
+                        "the output `{name}` of {}() recorded for these arguments",
+                        self.name
+                    ),
+                    &path,
+                    e,
+                )
+            })
+        };
         if self.outputs.len() == 1 {
-            return convert::decode(py, &values[0]);
+            return decode((&self.outputs[0], &values[0]));
         }
-        let items = values
+        let items = self
+            .outputs
             .iter()
-            .map(|v| convert::decode(py, v))
+            .zip(values)
+            .map(decode)
             .collect::<PyResult<Vec<_>>>()?;
         Ok(PyTuple::new(py, items)?.into_any().unbind())
     }

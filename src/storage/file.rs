@@ -76,7 +76,47 @@ pub fn resolve(path: &Path) -> PathBuf {
 /// either sees the journal or differs from the other reading, and is repeated. Callers that can
 /// take the store's lock confirm a truncation under it (`Database::open`).
 pub fn inspect(path: &Path) -> Result<FileState, OpenError> {
-    inspect_readings(path, || read_header(path), || has_hot_side_file(path))
+    if path.as_os_str().is_empty() {
+        return Err(OpenError::EmptyPath);
+    }
+    match inspect_readings(path, || read_header(path), || has_hot_side_file(path))? {
+        FileState::Missing => match missing_folder(path) {
+            Some((link_to, folder)) => Err(OpenError::FolderMissing {
+                path: path.to_path_buf(),
+                link_to,
+                folder,
+            }),
+            None => Ok(FileState::Missing),
+        },
+        state => Ok(state),
+    }
+}
+
+/// For a path that does not exist: the folder it would be created in (through any symlinks), if
+/// that folder does not exist either, with where the path links to if it is a dangling symbolic
+/// link. SQLite would only say "unable to open database file".
+fn missing_folder(path: &Path) -> Option<(Option<PathBuf>, PathBuf)> {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&current) {
+            Ok(target) => {
+                current = match current.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    let folder = match current.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return None,
+    };
+    let link_to = (current != path).then(|| current.clone());
+    match std::fs::metadata(folder) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((link_to, folder.to_path_buf())),
+        _ => None,
+    }
 }
 
 /// `inspect` over any source of readings (the tests replay the interleavings of a commit).
@@ -129,6 +169,10 @@ fn same_reading(a: &Reading, b: &Reading) -> bool {
 /// filesystem): fewer than 100 bytes, or zeros where the SQLite magic belongs. A text file or a
 /// foreign database is never taken for one.
 pub fn may_be_in_creation(path: &Path) -> bool {
+    // Never open anything but a regular file: opening a FIFO blocks.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut header = Vec::with_capacity(100);
     let read = File::open(path).and_then(|f| f.take(100).read_to_end(&mut header));
     read.is_ok() && (header.len() < 100 || header[..16].iter().all(|b| *b == 0))
@@ -140,10 +184,40 @@ pub fn may_be_in_creation(path: &Path) -> bool {
 enum Reading {
     Missing,
     Directory,
-    Header { len: u64, header: Vec<u8> },
+    /// Not a regular file (a FIFO, a device, a socket): never opened, since opening a FIFO for
+    /// reading blocks until someone writes to it, and a device reads as endless zeros or nothing.
+    Special(&'static str),
+    Header {
+        len: u64,
+        header: Vec<u8>,
+    },
 }
 
 fn read_header(path: &Path) -> Result<Reading, OpenError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Reading::Missing),
+        Ok(meta) if meta.is_dir() => return Ok(Reading::Directory),
+        Ok(meta) => {
+            let kind = meta.file_type();
+            let special = if kind.is_fifo() {
+                Some("it is a FIFO (named pipe), not a file")
+            } else if kind.is_char_device() {
+                Some("it is a character device, not a file")
+            } else if kind.is_block_device() {
+                Some("it is a block device, not a file")
+            } else if kind.is_socket() {
+                Some("it is a socket, not a file")
+            } else {
+                None
+            };
+            if let Some(reason) = special {
+                return Ok(Reading::Special(reason));
+            }
+        }
+        // Let opening the file say what is wrong (permissions, say).
+        Err(_) => {}
+    }
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Reading::Missing),
@@ -189,6 +263,7 @@ fn decide(path: &Path, reading: &Reading, recovering: bool) -> Result<FileState,
     let (len, header) = match reading {
         Reading::Missing => return Ok(FileState::Missing),
         Reading::Directory => return Err(not_a_store("it is a directory")),
+        Reading::Special(reason) => return Err(not_a_store(reason)),
         Reading::Header { len: 0, .. } => return Ok(FileState::Empty),
         Reading::Header { len, header } => (*len, header),
     };

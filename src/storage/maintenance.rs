@@ -895,6 +895,13 @@ pub fn switch_mode(
                     [LockMethod::for_mode(target).as_str()],
                 )
             })
+            .and_then(|_| {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('mode_reason', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [format!("switched from {current} by `memotag set-mode`")],
+                )
+            })
             .and_then(|_| migrations::raise_levels(conn))
             .and_then(|_| match &held {
                 Some(held) => held

@@ -759,7 +759,10 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mode = req.mode.unwrap_or_else(|| Mode::detect(&dir));
+    let (mode, mode_reason) = req.mode.map_or_else(
+        || Mode::detect_with_reason(&dir),
+        |m| (m, format!("asked for when the store was created ({m})")),
+    );
     let method = req.lock_method.unwrap_or(LockMethod::for_mode(mode));
     // Every creator takes the lease lock, whatever the mode: until the new file is in WAL, an
     // opener cannot tell a local store from a shared one and reads it under that lock (see
@@ -799,6 +802,7 @@ fn create(req: &OpenRequest) -> Result<(), OpenError> {
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )?;
         insert.execute(["mode", mode.as_str()])?;
+        insert.execute(["mode_reason", mode_reason.as_str()])?;
         insert.execute(["lock_method", method.as_str()])?;
         insert.execute(["store_id", store_id.as_str()])?;
         insert.execute(["created_at", &now_ms().to_string()])?;

@@ -2,8 +2,9 @@
 //! `memotag::maintenance`. Long work draws a progress bar on stderr when it is a terminal, and
 //! nothing when piped.
 //!
-//! JSON: `info` is one object (`path, format_generation, supported_generation, mode, journal,
-//! filesystem: {kind, name}, lock, counts: {families, functions, results, values,
+//! JSON: `info` is one object (`path, format_generation, supported_generation, mode, mode_reason,
+//! journal, filesystem: {kind (local, network or unknown), name}, lock, counts: {families,
+//! functions, results, values,
 //! values_in_files, conflicts, log_entries}, size: {database, wal, blobs, total}, store_id,
 //! created_at`); `check` rows are `kind, message`; `gc` rows are `kind` (`value`, `file`,
 //! `code` or `source`), `id, codec, size, preview, path` (null where it does not apply; a code
@@ -64,6 +65,7 @@ struct InfoJson {
     format_generation: u32,
     supported_generation: u32,
     mode: &'static str,
+    mode_reason: Option<String>,
     journal: &'static str,
     filesystem: FilesystemJson,
     lock: &'static str,
@@ -112,6 +114,7 @@ pub fn info(path: &Path, format: Format) -> Result<(), CliError> {
     let (fs_kind, fs_name) = match &info.filesystem {
         FilesystemKind::Local(name) => ("local", name.clone()),
         FilesystemKind::Network(name) => ("network", name.clone()),
+        FilesystemKind::Unknown(what) => ("unknown", what.clone()),
     };
     let c = &info.counts;
     let json = InfoJson {
@@ -119,6 +122,7 @@ pub fn info(path: &Path, format: Format) -> Result<(), CliError> {
         format_generation: info.format_generation,
         supported_generation: info.supported_generation,
         mode: info.mode.as_str(),
+        mode_reason: info.mode_reason.clone(),
         journal: info.journal,
         filesystem: FilesystemJson {
             kind: fs_kind,
@@ -167,6 +171,12 @@ pub fn info(path: &Path, format: Format) -> Result<(), CliError> {
             ),
         ),
         ("mode", format!("{} ({} journal)", json.mode, json.journal)),
+        (
+            "mode chosen",
+            json.mode_reason.clone().unwrap_or_else(|| {
+                "not recorded (a store made before memotag recorded it)".to_string()
+            }),
+        ),
         ("filesystem", format!("{fs_kind} ({fs_name})")),
         (
             "lock",
