@@ -334,7 +334,7 @@ pub enum BackupError {
     DestinationInUse { dest: PathBuf, journal: PathBuf },
     #[error("{path} is the store being copied; choose another destination")]
     SameStore { path: PathBuf },
-    #[error("copying {src} to {dest} failed, and {dest} was left as it was (the partial copy was removed): {source}")]
+    #[error("copying {src} to {dest} failed: {source}; nothing was written to {dest} (the partial copy was removed)")]
     Failed {
         src: PathBuf,
         dest: PathBuf,

@@ -48,10 +48,12 @@ fn results_of(path: &Path) -> Vec<i64> {
         .results(f.tag, &[], None)
         .unwrap()
         .iter()
-        .map(|r| match decode(&store.value(&r.inputs[0].1).unwrap().unwrap()) {
-            Value::Int(i) => i,
-            other => panic!("unexpected input {other:?}"),
-        })
+        .map(
+            |r| match decode(&store.value(&r.inputs[0].1).unwrap().unwrap()) {
+                Value::Int(i) => i,
+                other => panic!("unexpected input {other:?}"),
+            },
+        )
         .collect();
     xs.sort_unstable();
     xs
@@ -63,11 +65,9 @@ fn store_id(path: &Path) -> Option<String> {
 
 /// The copy is a whole, healthy store: integrity_check, `memotag check`, the same mode and id.
 fn assert_healthy_copy(src: &Path, dest: &Path, mode: Mode) {
-    let conn = rusqlite::Connection::open_with_flags(
-        dest,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(dest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let verdict: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -285,10 +285,7 @@ fn a_killed_backup_leaves_no_destination() {
     let dest = dir.path().join("copy.memo");
     {
         // Many value files: each is written and fsynced on its own, which takes a while.
-        let store = OpenOptions::new()
-            .blob_threshold(1000)
-            .open(&path)
-            .unwrap();
+        let store = OpenOptions::new().blob_threshold(1000).open(&path).unwrap();
         let f = store
             .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
             .unwrap();

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memotag::{
-    BackupError, CallError, CodeRecord, Error, FunctionTag, InputTag, Interface, Mode, Notice, OpenError,
-    OpenOptions, Parameter, Policy, Reader, RecordOutcome, SchemaError, SourceText, StorageError,
-    Store,
+    BackupError, CallError, CodeRecord, Error, FunctionTag, InputTag, Interface, Mode, Notice,
+    OpenError, OpenOptions, Parameter, Policy, Reader, RecordOutcome, SchemaError, SourceText,
+    StorageError, Store,
 };
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};

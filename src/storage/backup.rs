@@ -54,10 +54,7 @@ impl Database {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "store".to_string());
-        let tmp = dir.join(format!(
-            ".{name}.backup-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let tmp = dir.join(format!(".{name}.backup-{}", uuid::Uuid::new_v4().simple()));
         let failed = |source: StorageError| BackupError::Failed {
             src: src.clone(),
             dest: dest.clone(),
