@@ -406,3 +406,59 @@ fn cp_of_a_closed_local_store_holds_every_result() {
     expected.extend([1000, 1001]);
     assert_eq!(results_of(&copied), expected);
 }
+
+/// A value file that is missing (or damaged) fails the backup, naming it, and leaves no
+/// destination.
+#[test]
+fn a_missing_value_file_fails_the_backup_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.memo");
+    let dest = dir.path().join("d.memo");
+    let store = OpenOptions::new().blob_threshold(1000).open(&path).unwrap();
+    let f = store
+        .create_function(FunctionSpec::new("f", vec![InputSpec::required("x")]))
+        .unwrap();
+    let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(1))]).unwrap();
+    store.record(&call, vec![text(&"v".repeat(5000))]).unwrap();
+    std::fs::remove_dir_all(dir.path().join("s.memo.blobs")).unwrap();
+    match store.backup(&dest) {
+        Err(e @ BackupError::Failed { .. }) => {
+            assert!(e.to_string().contains("missing"), "{e}");
+            assert!(e.to_string().contains("nothing was written"), "{e}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(!dest.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".backup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Local mode bounds its write-ahead log (checkpoints every 1,000 pages, truncated back to
+/// 4 MiB): a full disk is never mostly log. With the former 10,000-page bound the log reached
+/// ~41 MB, and an 8 MiB disk held 613 results instead of 30,518.
+#[test]
+fn the_write_ahead_log_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.memo");
+    let store = new_store(&path, Mode::Local);
+    let f = store.function("f", 1).unwrap();
+    let mut largest = 0;
+    for i in 0..6000 {
+        let call = store.bind(f.tag, vec![(f.inputs[0].tag, int(i))]).unwrap();
+        store.record(&call, vec![int(i)]).unwrap();
+        if i % 100 == 0 {
+            let wal = std::fs::metadata(dir.path().join("s.memo-wal")).map_or(0, |m| m.len());
+            largest = largest.max(wal);
+        }
+    }
+    println!("largest WAL: {} KiB", largest / 1024);
+    assert!(
+        largest <= 6 << 20,
+        "the write-ahead log grew to {largest} bytes"
+    );
+}

@@ -78,3 +78,24 @@ def test_backup_refuses_an_existing_destination_unless_overwrite(tmp_path, store
     assert report["results"] == 1 and report["dest"] == str(dest)
     with memotag.Store(str(dest)) as copy:
         assert [row["inputs"]["x"] for row in copy.calls("sq")] == [3]
+
+
+def test_cp_of_a_closed_store_holds_every_result(tmp_path):
+    import shutil
+    src = str(tmp_path / "s.memo")
+    code = f"""
+        import memotag
+        s = memotag.Store({src!r}, mode="local")
+        @s.memo
+        def sq(x):
+            return x * x
+        for i in range(300):
+            sq(i)
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(src + "-wal"), "the last client to close left its write-ahead log"
+    copy = str(tmp_path / "cp.memo")
+    shutil.copyfile(src, copy)
+    with memotag.Store(copy) as s:
+        assert sorted(row["inputs"]["x"] for row in s.calls("sq")) == list(range(300))
