@@ -233,6 +233,13 @@ fn an_existing_destination_is_refused_unless_forced() {
         Err(BackupError::DestinationExists { .. } | BackupError::SameStore { .. })
     ));
     store.backup_overwriting(&dest).unwrap();
+    // Never over a directory, forced or not.
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    match store.backup_overwriting(&folder) {
+        Err(e @ BackupError::Failed { .. }) => assert!(e.to_string().contains("directory"), "{e}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
 }
 
 #[test]

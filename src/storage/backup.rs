@@ -45,7 +45,7 @@ impl Database {
         if fs::canonicalize(&dest).is_ok_and(|d| d == src) {
             return Err(BackupError::SameStore { path: src });
         }
-        check_destination(&dest, overwrite)?;
+        check_destination(&src, &dest, overwrite)?;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -169,7 +169,7 @@ fn summarize(path: &Path) -> Result<(u64, u64), StorageError> {
 
 /// Refuses a destination that exists (unless `overwrite`), and always one that a client has
 /// open or did not close: its journal or WAL would be applied to the copy.
-fn check_destination(dest: &Path, overwrite: bool) -> Result<(), BackupError> {
+fn check_destination(src: &Path, dest: &Path, overwrite: bool) -> Result<(), BackupError> {
     if fs::symlink_metadata(dest).is_ok() {
         if !overwrite {
             return Err(BackupError::DestinationExists {
@@ -177,8 +177,13 @@ fn check_destination(dest: &Path, overwrite: bool) -> Result<(), BackupError> {
             });
         }
         if fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
-            return Err(BackupError::DestinationExists {
+            return Err(BackupError::Failed {
+                src: src.to_path_buf(),
                 dest: dest.to_path_buf(),
+                source: StorageError::io(
+                    dest,
+                    std::io::Error::new(std::io::ErrorKind::IsADirectory, "a directory"),
+                ),
             });
         }
     }
