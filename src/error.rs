@@ -348,3 +348,23 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
+
+/// A backup (`Store::backup`, `memotag backup`) was refused or failed. Either way the
+/// destination is as it was: a backup is renamed into place only when it is complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{dest} already exists; nothing was copied (pass --force, or overwrite=True in Python, to replace it)")]
+    DestinationExists { dest: PathBuf },
+    #[error("{dest} has {journal} beside it: a client has it open or did not close it, and SQLite would apply that journal to the copy; nothing was copied (close its clients, or choose another destination)")]
+    DestinationInUse { dest: PathBuf, journal: PathBuf },
+    #[error("{path} is the store being copied; choose another destination")]
+    SameStore { path: PathBuf },
+    #[error("copying {src} to {dest} failed: {source}; nothing was written to {dest} (the partial copy was removed)")]
+    Failed {
+        src: PathBuf,
+        dest: PathBuf,
+        source: StorageError,
+    },
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}

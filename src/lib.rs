@@ -48,7 +48,9 @@ pub mod value;
 
 pub use calls::{BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
 pub use code::{CodeRecord, LibraryRef, Policy, Reader, RefKind, SourceText, UserRef};
-pub use error::{BatchError, BatchFlush, CallError, Error, OpenError, SchemaError, StorageError};
+pub use error::{
+    BackupError, BatchError, BatchFlush, CallError, Error, OpenError, SchemaError, StorageError,
+};
 pub use protocol::procedures::{LookupAnswer, PackageRow};
 pub use protocol::{Menu, VersionError};
 pub use schema::{
@@ -57,6 +59,6 @@ pub use schema::{
 };
 pub use storage::catalog::LogEntry;
 pub use storage::lock::{Interrupt, LockMethod, DEFAULT_LEASE};
-pub use storage::{Mode, FORMAT_GENERATION};
+pub use storage::{BackupReport, Mode, FORMAT_GENERATION};
 pub use store::{OpenOptions, SessionInfo, Store, DEFAULT_BATCH_SIZE, DEFAULT_BLOB_THRESHOLD};
 pub use value::{Codec, EncodedValue, Value, ValueId};

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use crate::calls::CallId;
 use crate::code::CodeRecord;
-use crate::error::{CallError, OpenError, StorageError};
+use crate::error::{BackupError, CallError, OpenError, StorageError};
 use crate::schema::{Catalog, LoggedChange};
 use crate::storage::maintenance::{self as sql, LockProbe, ModeSwitch, ValueRow, ValueSource};
 use crate::storage::memo::{input_column, memo_table};
 use crate::storage::now_ms;
-use crate::storage::{filesystem_kind, FilesystemKind, Mode, FORMAT_GENERATION};
+use crate::storage::{filesystem_kind, BackupReport, FilesystemKind, Mode, FORMAT_GENERATION};
 use crate::store::Store;
 use crate::value::{Codec, EncodedValue, ValueId};
 
@@ -1019,6 +1019,16 @@ fn collect_code(
 /// generation is left alone; a store newer than this build is refused, unchanged.
 pub fn migrate(path: &Path) -> Result<MigrateOutcome, MaintenanceError> {
     Ok(sql::migrate(path, Duration::from_secs(60), now_ms())?)
+}
+
+// ---- backup ----------------------------------------------------------------------------------
+
+/// Copies the store at `src` to a new store at `dest` while other clients may be using it
+/// (SQLite's online backup of one consistent view; see `Database::backup`). An existing `dest` is
+/// refused unless `overwrite`.
+pub fn backup(src: &Path, dest: &Path, overwrite: bool) -> Result<BackupReport, BackupError> {
+    let mut db = sql::open_for_inspection(src, true)?;
+    db.backup(dest, overwrite)
 }
 
 // ---- set-mode --------------------------------------------------------------------------------

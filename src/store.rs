@@ -26,7 +26,9 @@ use crate::protocol::{
 use crate::storage::FileHandshake;
 
 use crate::calls::{self, BoundCall, CallId, ConflictRow, Hit, RecordOutcome, ResultRow};
-use crate::error::{BatchError, BatchFlush, CallError, OpenError, SchemaError, StorageError};
+use crate::error::{
+    BackupError, BatchError, BatchFlush, CallError, OpenError, SchemaError, StorageError,
+};
 use crate::schema::{
     Catalog, Family, FamilyTag, Function, FunctionSpec, FunctionTag, InputTag, Interface, Notice,
     Plan, RenameRecord, Resolution, SchemaChange,
@@ -35,7 +37,7 @@ use crate::storage::catalog::LogEntry;
 use crate::storage::lock::{Interrupt, LockConfig, LockMethod, DEFAULT_LEASE};
 use crate::storage::memo::{self, BlobSink};
 use crate::storage::now_ms;
-use crate::storage::{Database, Mode, OpenRequest};
+use crate::storage::{BackupReport, Database, Mode, OpenRequest};
 use crate::value::{EncodedValue, ValueId};
 
 /// Results buffered in a batch before it commits, by default.
@@ -834,6 +836,20 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Copies the store, as it is now, to a new store at `dest` (SQLite's online backup; see
+    /// `memotag backup`): one consistent view, with the value files it references, of the same
+    /// mode and `store_id`. Other clients go on writing meanwhile (in shared mode they wait for
+    /// the copy, which holds the lock). Results still buffered in open batches are not committed
+    /// and so not copied. An existing `dest` is refused with [`BackupError::DestinationExists`].
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport, BackupError> {
+        self.session.lock().db.backup(dest.as_ref(), false)
+    }
+
+    /// [`Store::backup`], replacing `dest` if it exists (never one a client has open).
+    pub fn backup_overwriting(&self, dest: impl AsRef<Path>) -> Result<BackupReport, BackupError> {
+        self.session.lock().db.backup(dest.as_ref(), true)
     }
 
     // ---- values and queries -------------------------------------------------------------------

@@ -239,6 +239,21 @@ class Store(_memotag.Store):
 
         return decorate(func, stacklevel=3) if func is not None else decorate
 
+    # -- backup -------------------------------------------------------------------------------
+
+    def backup(self, dest: Any, overwrite: bool = False) -> dict:
+        """Copy the store, as it is now, to a new store at ``dest`` while it is in use.
+
+        SQLite's online backup of one consistent view (local mode: a read snapshot, writers go
+        on; shared mode: under the store's lock), with the value files it references, written
+        beside ``dest`` and renamed into place only when complete: ``dest`` is never half
+        written. The copy has the same mode and store id. Results still buffered in open
+        batches are not committed, so not copied. An existing ``dest`` raises
+        :class:`MemotagError` unless ``overwrite=True``. Returns ``{"dest", "mode", "results",
+        "values", "value_files", "bytes", "seconds"}``.
+        """
+        return super().backup(os.fspath(dest), overwrite)
+
     # -- queries ------------------------------------------------------------------------------
 
     def functions(self) -> list:

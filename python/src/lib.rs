@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memotag::{
-    CallError, CodeRecord, Error, FunctionTag, InputTag, Interface, Mode, Notice, OpenError,
-    OpenOptions, Parameter, Policy, Reader, RecordOutcome, SchemaError, SourceText, StorageError,
-    Store,
+    BackupError, CallError, CodeRecord, Error, FunctionTag, InputTag, Interface, Mode, Notice,
+    OpenError, OpenOptions, Parameter, Policy, Reader, RecordOutcome, SchemaError, SourceText,
+    StorageError, Store,
 };
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
@@ -185,6 +185,16 @@ fn call_error(py: Python<'_>, e: CallError) -> PyErr {
         CallError::Storage(s) => storage_error(py, s),
         CallError::Version(_) => raise(py, "VersionError", e.to_string()),
         _ => raise(py, "MemotagError", e.to_string()),
+    }
+}
+
+fn backup_error(py: Python<'_>, e: BackupError) -> PyErr {
+    match e {
+        BackupError::Open(e) => open_error(py, e),
+        BackupError::Failed { ref source, .. } if source.is_busy() => {
+            raise(py, "StoreLocked", e.to_string())
+        }
+        other => raise(py, "MemotagError", other.to_string()),
     }
 }
 
@@ -388,6 +398,37 @@ impl PyStore {
         // the store lets go of it.
         py.detach(move || drop(store));
         Ok(())
+    }
+
+    /// Copies the store as it is now to a new store at `dest` (SQLite's online backup: one
+    /// consistent view, with its value files, renamed into place only when complete). Returns
+    /// what was copied. An existing `dest` is refused unless `overwrite`.
+    #[pyo3(signature = (dest, overwrite = false))]
+    fn backup<'py>(
+        &self,
+        py: Python<'py>,
+        dest: std::path::PathBuf,
+        overwrite: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let store = self.store(py)?;
+        let report = py
+            .detach(|| {
+                if overwrite {
+                    store.backup_overwriting(&dest)
+                } else {
+                    store.backup(&dest)
+                }
+            })
+            .map_err(|e| backup_error(py, e))?;
+        let out = PyDict::new(py);
+        out.set_item("dest", report.dest.to_string_lossy().into_owned())?;
+        out.set_item("mode", report.mode.as_str())?;
+        out.set_item("results", report.results)?;
+        out.set_item("values", report.values)?;
+        out.set_item("value_files", report.value_files)?;
+        out.set_item("bytes", report.bytes)?;
+        out.set_item("seconds", report.elapsed.as_secs_f64())?;
+        Ok(out)
     }
 
     /// Binds a Python function to the store and returns its memoized form. `params`: one

@@ -4,6 +4,7 @@
 //! It knows nothing about what a valid schema change or a valid call is (`schema` and `calls`
 //! decide that); it stores what it is given, inside transactions it is asked to run.
 
+mod backup;
 mod blobs;
 pub mod catalog;
 pub mod code;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+pub use backup::BackupReport;
 pub use blobs::BlobStore;
 pub use file::APPLICATION_ID;
 pub use lock::{LockConfig, LockMethod};

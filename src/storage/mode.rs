@@ -10,6 +10,15 @@ use std::str::FromStr;
 
 use rusqlite::Connection;
 
+/// Local mode checkpoints the write-ahead log into the main file once it holds this many pages
+/// (SQLite's default; 4 KiB pages: ~4 MiB). The WAL grows past the bound only while a reader's
+/// snapshot holds a checkpoint back.
+pub(crate) const WAL_AUTOCHECKPOINT_PAGES: u32 = 1000;
+
+/// The size (bytes) a checkpointed WAL file is truncated back to, so that a WAL that grew while
+/// a reader held a checkpoint back does not keep its space on disk.
+pub(crate) const WAL_SIZE_LIMIT: u64 = 4 << 20;
+
 /// How a store is shared, chosen when it is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -39,10 +48,12 @@ impl Mode {
                 debug_assert_eq!(mode.to_ascii_lowercase(), "wal");
                 let sync = if full_durability { "FULL" } else { "NORMAL" };
                 // Memory-mapped reads and a larger page cache make hits on large stores cost
-                // what they cost on small ones; a rarer checkpoint keeps batched writes fast.
+                // what they cost on small ones. The WAL bound: see `WAL_AUTOCHECKPOINT_PAGES`.
                 conn.execute_batch(&format!(
                     "PRAGMA synchronous={sync}; PRAGMA mmap_size=1073741824; \
-                     PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=10000;"
+                     PRAGMA cache_size=-65536; \
+                     PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}; \
+                     PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"
                 ))?;
             }
             Mode::Shared => {

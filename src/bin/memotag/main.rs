@@ -3,7 +3,7 @@
 //! This file owns the command line (clap), the mapping of errors to one sentence on stderr and an
 //! exit code (0 success, 1 findings or an operational error, 2 a usage error), and dispatch. The
 //! commands live in `inspect` (read-only listings), `change` (schema changes) and `maintain`
-//! (info, check, gc, migrate, set-mode); printing in `output`.
+//! (info, check, gc, migrate, set-mode, backup); printing in `output`.
 
 mod change;
 mod inspect;
@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use memotag::maintenance::MaintenanceError;
-use memotag::{CallError, CallId, OpenError, SchemaError, StorageError};
+use memotag::{BackupError, CallError, CallId, OpenError, SchemaError, StorageError};
 
 use output::Format;
 
@@ -192,6 +192,17 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Copy a store while other clients use it: one consistent view (SQLite's online backup),
+    /// with its value files, written beside DEST and renamed into place only when complete.
+    Backup {
+        /// The store to copy.
+        src: PathBuf,
+        /// The new store (refused if it exists, unless --force).
+        dest: PathBuf,
+        /// Replace DEST if it exists (never one a client has open).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -342,6 +353,15 @@ impl From<StorageError> for CliError {
     }
 }
 
+impl From<BackupError> for CliError {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::Open(e) => e.into(),
+            other => CliError::new(other.to_string()),
+        }
+    }
+}
+
 impl From<MaintenanceError> for CliError {
     fn from(e: MaintenanceError) -> Self {
         match e {
@@ -425,6 +445,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             maintain::set_mode(&path, mode, force)
         }
+        Command::Backup { src, dest, force } => maintain::backup(&src, &dest, force),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "memotag", &mut script);

@@ -1,4 +1,4 @@
-//! Maintenance commands: `info`, `check`, `gc`, `migrate`, `set-mode`, on top of
+//! Maintenance commands: `info`, `check`, `gc`, `migrate`, `set-mode`, `backup`, on top of
 //! `memotag::maintenance`. Long work draws a progress bar on stderr when it is a terminal, and
 //! nothing when piped.
 //!
@@ -448,4 +448,31 @@ pub fn set_mode(path: &Path, mode: Mode, force: bool) -> Result<(), CliError> {
             ))
         }
     }
+}
+
+// ---- backup ----------------------------------------------------------------------------------
+
+pub fn backup(src: &Path, dest: &Path, force: bool) -> Result<(), CliError> {
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let s = ProgressBar::new_spinner();
+        s.set_message("copying");
+        s.enable_steady_tick(Duration::from_millis(100));
+        s
+    });
+    let report = maintenance::backup(src, dest, force);
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let report = report?;
+    out(&format!(
+        "copied {} to {} ({} mode): {} results, {} values ({} in value files), {} in {:.2} s\n",
+        src.display(),
+        report.dest.display(),
+        report.mode,
+        report.results,
+        report.values,
+        report.value_files,
+        bytes(report.bytes),
+        report.elapsed.as_secs_f64()
+    ))
 }
