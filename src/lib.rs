@@ -30,7 +30,7 @@
 //! store.record(&call, vec![EncodedValue::from_value(&Value::Int(49))?])?;
 //!
 //! // Renaming keeps every result.
-//! store.rename_function(f.family, "squared")?;
+//! store.rename_function("square", "squared")?;
 //! let hit = store.lookup(&call)?.expect("recorded above");
 //! assert_eq!(memotag::value::decode_canonical(&hit.outputs[0].bytes)?, Value::Int(49));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

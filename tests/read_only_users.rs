@@ -168,3 +168,38 @@ fn stores_on_a_read_only_file_system_can_be_read_in_both_modes() {
     listing.sort();
     assert_eq!(listing, vec!["local.memo", "shared.memo"]);
 }
+
+/// A store file the user may read but not write opens as a read-only store, and a write says
+/// why, instead of a generic SQLite error.
+#[test]
+fn a_store_file_the_user_may_not_write_opens_read_only() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip_or_fail("not root (needed to run as another user)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = dir.path().join("team.memo");
+    let store = OpenOptions::new().mode(Mode::Local).open(&path).unwrap();
+    store
+        .create_function(memotag::FunctionSpec::new("f", vec![]))
+        .unwrap();
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_memotag"), args[0]])
+            .arg(&path)
+            .args(&args[1..])
+            .output()
+            .unwrap()
+    };
+    assert!(as_nobody(&["functions"]).status.success());
+    let write = as_nobody(&["create", "g"]);
+    let stderr = String::from_utf8_lossy(&write.stderr);
+    assert!(!write.status.success());
+    assert!(
+        stderr.contains("read-only") && stderr.contains("not writable"),
+        "{stderr}"
+    );
+}

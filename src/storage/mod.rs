@@ -931,14 +931,18 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
     let generation: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     conn.busy_timeout(BUSY_SLICE)?;
     let blobs = BlobStore::beside(path);
+    // SQLite silently opens a file this user may not write read-only: say so, as a read-only
+    // store, instead of failing every write with a generic error.
+    let file_read_only = !req.read_only && conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false);
     let db = Database {
         conn,
         path: path.clone(),
         mode: store_mode,
         lock_method: method,
         lease,
-        read_only: req.read_only,
-        read_only_reason: None,
+        read_only: req.read_only || file_read_only,
+        read_only_reason: file_read_only
+            .then(|| "the store file is not writable by this user".to_string()),
         generation,
         busy_timeout: req.busy_timeout,
         interrupt: req.lock.interrupt.clone(),
