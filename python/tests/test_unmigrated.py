@@ -60,7 +60,7 @@ def store_bytes(path: str) -> tuple:
     return pathlib.Path(path).read_bytes(), wal.read_bytes() if wal.exists() else None
 
 
-@pytest.mark.parametrize("fmt", [2, 3, 4])
+@pytest.mark.parametrize("fmt", [2, 3])
 def test_the_decorator_on_an_unmigrated_store_names_migrate_and_changes_nothing(tmp_path, fmt):
     path = old_store(tmp_path, fmt)
     with memotag.Store(path) as store:
@@ -80,6 +80,21 @@ def test_the_decorator_on_an_unmigrated_store_names_migrate_and_changes_nothing(
         assert store.functions() == functions
         assert store_bytes(path) == before
         assert computed == []
+
+
+def test_the_decorator_records_code_in_a_format_4_store_without_migrating(tmp_path):
+    # v0.1.0 wrote format 4 with the code-record tables: new and old builds share it as it is.
+    path = old_store(tmp_path, 4)
+    with memotag.Store(path) as store:
+
+        @store.memo
+        def cube(x):
+            return x**3
+
+        assert cube(3) == 27
+        assert cube(3) == 27
+        rows = store.calls("cube")
+        assert len(rows) == 1 and rows[0]["code"] != {}, rows
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
