@@ -36,22 +36,13 @@ const STABLE_READS: u32 = 20;
 /// folder (and through a dangling symlink to where the link points). Where nothing can be
 /// resolved, the path as given.
 pub fn resolve(path: &Path) -> PathBuf {
-    let mut current = path.to_path_buf();
-    // A chain of links to a file that does not exist yet: follow it by hand (bounded, as the
-    // kernel bounds it, so that a loop ends).
-    for _ in 0..40 {
-        if let Ok(real) = std::fs::canonicalize(&current) {
-            return real;
-        }
-        match std::fs::read_link(&current) {
-            Ok(target) => {
-                current = match current.parent() {
-                    Some(dir) if target.is_relative() => dir.join(target),
-                    _ => target,
-                };
-            }
-            Err(_) => break,
-        }
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    // A chain of links to a file that does not exist yet.
+    let current = follow_links(path);
+    if let Ok(real) = std::fs::canonicalize(&current) {
+        return real;
     }
     let (Some(dir), Some(name)) = (current.parent(), current.file_name()) else {
         return path.to_path_buf();
@@ -65,6 +56,24 @@ pub fn resolve(path: &Path) -> PathBuf {
         Ok(dir) => dir.join(name),
         Err(_) => path.to_path_buf(),
     }
+}
+
+/// Where a chain of symbolic links ends, followed by hand so that it works when the end does
+/// not exist yet (bounded, as the kernel bounds it, so that a loop ends).
+fn follow_links(path: &Path) -> PathBuf {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&current) {
+            Ok(target) => {
+                current = match current.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    current
 }
 
 /// Reads the SQLite header of `path` and decides whether memotag may open it.
@@ -96,18 +105,7 @@ pub fn inspect(path: &Path) -> Result<FileState, OpenError> {
 /// that folder does not exist either, with where the path links to if it is a dangling symbolic
 /// link. SQLite would only say "unable to open database file".
 fn missing_folder(path: &Path) -> Option<(Option<PathBuf>, PathBuf)> {
-    let mut current = path.to_path_buf();
-    for _ in 0..40 {
-        match std::fs::read_link(&current) {
-            Ok(target) => {
-                current = match current.parent() {
-                    Some(dir) if target.is_relative() => dir.join(target),
-                    _ => target,
-                };
-            }
-            Err(_) => break,
-        }
-    }
+    let current = follow_links(path);
     let folder = match current.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => return None,
