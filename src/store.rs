@@ -192,7 +192,8 @@ impl OpenOptions {
             },
         };
         let mut db = Database::open(&req)?;
-        let handshake = db.handshake()?;
+        let mut handshake = db.handshake()?;
+        handshake.menu = procedures::file_offers(handshake.menu, handshake.generation);
         if handshake.protocol != PROTOCOL {
             return Err(VersionError::ProtocolMismatch {
                 local: PROTOCOL,

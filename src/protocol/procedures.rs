@@ -278,6 +278,23 @@ pub static LOCAL_MENU: LazyLock<Menu> =
 
 /// The menu a store file of format generation 1 supports: it predates the procedures table and
 /// code records; every operation it knew is generation 1.
+/// What a file offers, from the menu rows it recorded and its format generation. Format 4 brought
+/// the code-record tables, and the build that wrote format-4 files (v0.1.0) recorded its
+/// code-record generation of `call.record` and `call.record_batch` as 2, a number that means
+/// "code as an integer" since it was first released. Such a file holds code records as well as
+/// any newer one: it offers generation 3, which is what those rows meant.
+pub fn file_offers(rows: Menu, format_generation: u32) -> Menu {
+    let mut menu = rows;
+    if format_generation >= 4 {
+        for method in [CALL_RECORD.method, CALL_RECORD_BATCH.method] {
+            if menu.generations(method).contains(&2) {
+                menu = menu.with(method, [CODE_RECORDS_SINCE]);
+            }
+        }
+    }
+    menu
+}
+
 pub fn format1_menu() -> Menu {
     let mut menu = Menu::new();
     for (method, _) in declarations() {

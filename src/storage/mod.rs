@@ -497,18 +497,6 @@ fn handshake_of(conn: &Connection, generation: u32) -> Result<FileHandshake, Sto
                 let (method, generation) = row?;
                 menu = menu.with(&method, [generation]);
             }
-            // Format 4 brought the code-record tables, and the build that wrote format-4 files
-            // (v0.1.0) recorded its code-record generation of `call.record` and
-            // `call.record_batch` as 2, a number that means "code as an integer" since it was
-            // first released. Such a file holds code records as well as any newer one: it offers
-            // generation 3, which is what those rows meant.
-            if generation >= 4 {
-                for method in ["call.record", "call.record_batch"] {
-                    if menu.generations(method).contains(&2) {
-                        menu = menu.with(method, [3]);
-                    }
-                }
-            }
             menu
         } else {
             crate::protocol::procedures::format1_menu()
