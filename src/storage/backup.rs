@@ -188,9 +188,7 @@ fn check_destination(src: &Path, dest: &Path, overwrite: bool) -> Result<(), Bac
         }
     }
     for suffix in ["-wal", "-journal"] {
-        let mut side = dest.as_os_str().to_os_string();
-        side.push(suffix);
-        let side = PathBuf::from(side);
+        let side = super::file::side_file(dest, suffix);
         if fs::symlink_metadata(&side).is_ok() {
             return Err(BackupError::DestinationInUse {
                 dest: dest.to_path_buf(),
@@ -226,9 +224,7 @@ fn put_in_place(tmp: &Path, dest: &Path, overwrite: bool) -> Result<(), BackupEr
 
 fn remove_temporary(tmp: &Path) {
     for suffix in ["", "-journal", "-wal", "-shm"] {
-        let mut p = tmp.as_os_str().to_os_string();
-        p.push(suffix);
-        let _ = fs::remove_file(PathBuf::from(p));
+        let _ = fs::remove_file(super::file::side_file(tmp, suffix));
     }
 }
 

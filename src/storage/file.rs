@@ -246,11 +246,47 @@ fn read_header(path: &Path) -> Result<Reading, OpenError> {
 /// Whether a non-empty rollback journal or WAL lies beside the store: an interrupted or running
 /// commit or checkpoint, during which the file may legitimately be shorter than its header says.
 fn has_hot_side_file(path: &Path) -> bool {
-    ["-wal", "-journal"].iter().any(|suffix| {
-        let mut side = path.as_os_str().to_os_string();
-        side.push(suffix);
-        std::fs::metadata(PathBuf::from(side)).is_ok_and(|m| m.len() > 0)
-    })
+    ["-wal", "-journal"]
+        .iter()
+        .any(|suffix| std::fs::metadata(side_file(path, suffix)).is_ok_and(|m| m.len() > 0))
+}
+
+/// SQLite's file beside a store: `<store>-journal`, `-wal`, `-shm`.
+pub fn side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut side = path.as_os_str().to_os_string();
+    side.push(suffix);
+    PathBuf::from(side)
+}
+
+/// The folder a store lives in (`.` for a bare file name).
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether this process may create files in `folder` (`access(W_OK)`; false on a read-only file
+/// system).
+pub fn may_write(folder: &Path) -> bool {
+    let Ok(c_folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_folder` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c_folder.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Whether `folder` is on a file system mounted read-only.
+pub fn on_read_only_file_system(folder: &Path) -> bool {
+    let Ok(c_folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_folder` is a valid NUL-terminated path for the call, and `stat` a plain struct
+    // that statvfs fills in.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c_folder.as_ptr(), &mut stat) == 0 && stat.f_flag & libc::ST_RDONLY != 0
+    }
 }
 
 fn decide(path: &Path, reading: &Reading, recovering: bool) -> Result<FileState, OpenError> {

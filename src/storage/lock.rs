@@ -416,14 +416,7 @@ impl LeaseLock {
     fn folder_refuses_writes(&self, e: &std::io::Error) -> bool {
         match e.raw_os_error() {
             Some(libc::EROFS) => true,
-            Some(libc::EACCES) => self.dir.parent().is_some_and(|folder| {
-                let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes())
-                else {
-                    return false;
-                };
-                // SAFETY: `folder` is a valid NUL-terminated path for the duration of the call.
-                unsafe { libc::access(folder.as_ptr(), libc::W_OK) != 0 }
-            }),
+            Some(libc::EACCES) => !super::file::may_write(super::file::folder_of(&self.dir)),
             _ => false,
         }
     }

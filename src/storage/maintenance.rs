@@ -1043,8 +1043,7 @@ mod unix_locks {
         } else {
             probe.known = false;
         }
-        let mut shm = path.as_os_str().to_os_string();
-        shm.push("-shm");
+        let shm = super::file::side_file(path, "-shm");
         // Opened read-only and only if it exists: probing never creates a file.
         if let Ok(shm) = File::open(shm) {
             probe.wal_clients |= held(&shm, SHM_DMS, 1);

@@ -593,46 +593,18 @@ fn connect(path: &Path, read_only: bool, vfs: Option<&str>) -> Result<Connection
     })
 }
 
-/// Whether the store's folder is on a file system mounted read-only.
-fn on_read_only_file_system(path: &Path) -> bool {
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(c_folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c_folder` is a valid NUL-terminated path for the call, and `stat` a plain struct
-    // that statvfs fills in.
-    unsafe {
-        let mut stat: libc::statvfs = std::mem::zeroed();
-        libc::statvfs(c_folder.as_ptr(), &mut stat) == 0 && stat.f_flag & libc::ST_RDONLY != 0
-    }
-}
-
 /// Whether a read-only client must read a WAL store as immutable. SQLite reads a WAL database
 /// through its `-shm` file, which a read-only client can use when it exists or create when it may
 /// write the folder. Otherwise: on a read-only file system nothing can change the store, so it
 /// is read as immutable; in a folder others may still write, no consistent read is possible, and
 /// the error says what is missing.
 fn wal_needs_immutable(path: &Path) -> Result<bool, StorageError> {
-    let mut shm = path.as_os_str().to_os_string();
-    shm.push("-shm");
-    if Path::new(&shm).exists() {
+    let shm = file::side_file(path, "-shm");
+    let folder = file::folder_of(path);
+    if shm.exists() || file::may_write(folder) {
         return Ok(false);
     }
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(c_folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
-        return Ok(false);
-    };
-    // SAFETY: `c_folder` is a valid NUL-terminated path for the duration of the call.
-    if unsafe { libc::access(c_folder.as_ptr(), libc::W_OK) } == 0 {
-        return Ok(false);
-    }
-    if on_read_only_file_system(path) {
+    if file::on_read_only_file_system(folder) {
         return Ok(true);
     }
     Err(StorageError::ReadOnly {
@@ -640,7 +612,7 @@ fn wal_needs_immutable(path: &Path) -> Result<bool, StorageError> {
             "reading this local-mode store needs its shared-memory file {}, which no client has \
              open now and which this client may not create in {} (no write access); open it \
              as a user who may write that folder, or read a copy",
-            Path::new(&shm).display(),
+            shm.display(),
             folder.display()
         )),
     })
@@ -700,9 +672,7 @@ pub(crate) fn inspect_confirmed(
 /// one's) just long enough for SQLite to roll it back. A client that may not write the store
 /// gets `StorageError::JournalNeedsWriter`, saying what recovers it.
 fn recover_hot_journal(path: &Path, vfs: Option<&str>) -> Result<(), StorageError> {
-    let mut journal = path.as_os_str().to_os_string();
-    journal.push("-journal");
-    let journal = PathBuf::from(journal);
+    let journal = file::side_file(path, "-journal");
     let hot = || std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0);
     if !hot() {
         return Ok(());
@@ -757,12 +727,9 @@ fn refuse_hard_links(path: &Path) -> Result<(), OpenError> {
 /// exclusive lock (and, for a shared-mode store, on the lease lock first, because SQLite's locks
 /// may not reach across hosts): the first applies the format, the others find it applied.
 fn create(req: &OpenRequest) -> Result<(), OpenError> {
-    let dir = match req.path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = file::folder_of(&req.path);
     let (mode, mode_reason) = req.mode.map_or_else(
-        || Mode::detect_with_reason(&dir),
+        || Mode::detect_with_reason(dir),
         |m| (m, format!("asked for when the store was created ({m})")),
     );
     let method = req.lock_method.unwrap_or(LockMethod::for_mode(mode));
@@ -843,7 +810,7 @@ fn open_existing(req: &OpenRequest) -> Result<Database, OpenError> {
     let mut held = None;
     // On a read-only file system nothing can change the store: a reader needs no lock (and
     // could not take one), whatever the mode, and reads it as immutable.
-    let frozen = req.read_only && on_read_only_file_system(path);
+    let frozen = req.read_only && file::on_read_only_file_system(file::folder_of(path));
     if !frozen && !file::is_wal(path) {
         let lock = LeaseLock::beside(path, req.lock.clone());
         let taken = lock.acquire()?;
